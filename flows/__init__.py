@@ -1,0 +1,1 @@
+"""Dataflows (embedded, assessment, judge) and the `cjflow` command line: wiring only."""

@@ -1,0 +1,178 @@
+"""The `cjflow` command line."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+import time
+from pathlib import Path
+
+from flows.folder import InputError
+
+# Modules adding subcommands: each has `add_commands(subparsers)`; a parser it adds sets
+# `handler=fn(args) -> int` with set_defaults. Raise InputError for bad user input.
+COMMAND_MODULES: tuple[str, ...] = ()
+
+
+def _assess_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("assess", help="rank (and grade) a folder of essays with the embedded flow")
+    p.add_argument("folder", type=Path, help="folder of .txt/.md essays; essay id = file name stem")
+    p.add_argument("--anchors", type=Path, help="CSV 'essay_id,grade' of essays with known grades")
+    p.add_argument("--scale", default="swedish_8_anchor", help="grade scale of the anchors")
+    p.add_argument("--assignment", type=Path, help="file with the task the students answered")
+    p.add_argument("--judge", default="offline", help="offline | anthropic | openai | module:callable")
+    p.add_argument("--model", help="provider model (default per provider)")
+    p.add_argument("--budget", type=int, default=None, help="maximum valid comparisons")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--pairing", choices=["adaptive", "random"], default="adaptive")
+    p.add_argument("--in-flight", type=int, default=None, help="comparisons in flight")
+    p.add_argument("--max-se", type=float, default=None, help="precision target: mean SE")
+    p.add_argument("--out", type=Path, default=Path("cjflow-out"), help="output folder")
+    p.add_argument("--db", help="database URL (default: SQLite in the output folder)")
+    p.add_argument("--batch-id", help="batch id (default: derived from the folder's content)")
+    p.add_argument("--no-progress", action="store_true")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="cjflow", description="Comparative Judgement of essays with LLM judges.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    _assess_parser(sub)
+    sch = sub.add_parser("schemas", help="JSON Schemas of the events")
+    sch.add_argument("action", choices=["export", "check"])
+    sch.add_argument("--dir", type=Path, default=None)
+    for name in COMMAND_MODULES:
+        importlib.import_module(name).add_commands(sub)
+    args = parser.parse_args(argv)
+    try:
+        if getattr(args, "handler", None):
+            return int(args.handler(args))
+        if args.command == "assess":
+            return cmd_assess(args)
+        if args.command == "schemas":
+            return cmd_schemas(args)
+    except InputError as exc:
+        print(f"cjflow: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+    return 1
+
+
+def cmd_schemas(args: argparse.Namespace) -> int:
+    from schemas.export import JSON_DIR, export_schemas, render_schemas
+
+    directory = args.dir or JSON_DIR
+    if args.action == "export":
+        for path in export_schemas(directory):
+            print(path)
+        return 0
+    stale = [f for f, text in render_schemas().items() if not (directory / f).exists() or (directory / f).read_text() != text]
+    if stale:
+        print(f"cjflow: schemas out of date: {', '.join(stale)} (run 'cjflow schemas export')", file=sys.stderr)
+        return 1
+    return 0
+
+
+def cmd_assess(args: argparse.Namespace) -> int:
+    from cj.grading import GradingError
+    from cj.scales import get_scale
+    from flows.folder import batch_id_for, read_anchors, read_essays
+    from schemas import BatchSettings
+
+    essays = read_essays(args.folder)
+    anchors: dict[str, str] = {}
+    scale_name = None
+    if args.anchors:
+        try:
+            scale = get_scale(args.scale)
+        except (GradingError, KeyError) as exc:
+            raise InputError(f"unknown grade scale {args.scale!r}: {exc}") from None
+        anchors = read_anchors(args.anchors, essays, scale.grades)
+        scale_name = scale.name
+    assignment = ""
+    if args.assignment:
+        try:
+            assignment = args.assignment.read_text(encoding="utf-8").strip()
+        except (OSError, UnicodeDecodeError) as exc:
+            raise InputError(f"cannot read assignment {args.assignment}: {exc}") from None
+    overrides = {
+        k: v
+        for k, v in dict(
+            budget=args.budget, in_flight=args.in_flight, max_mean_se=args.max_se
+        ).items()
+        if v is not None
+    }
+    if args.budget is not None and args.budget < 1:
+        raise InputError("--budget must be at least 1")
+    settings = BatchSettings(
+        seed=args.seed, pairing=args.pairing, judge_provider=args.judge, judge_model=args.model, **overrides
+    )
+    judge = _build_judge(args.judge, args.model)
+    batch_id = args.batch_id or batch_id_for(args.folder, essays, anchors, settings)
+    from flows.folder import FolderBatch
+
+    events = FolderBatch(batch_id, essays, anchors).events(settings, scale_name, assignment)
+    args.out.mkdir(parents=True, exist_ok=True)
+    db_url = args.db or f"sqlite:///{(args.out / 'cjflow.sqlite3').resolve()}"
+    from sinks.sql import create_schema, make_engine
+
+    engine = make_engine(db_url)
+    create_schema(engine)
+    engine.dispose()
+
+    from cj.stopping import StopRule, completion_target
+    from flows.embedded import run_embedded
+
+    target = completion_target(
+        len(essays),
+        StopRule(budget=settings.budget, max_mean_se=settings.max_mean_se, min_ssr=settings.min_ssr,
+                 min_per_essay=settings.min_per_essay, max_repeats=settings.max_repeats),
+    )
+    bar = _Progress(target, enabled=not args.no_progress and sys.stderr.isatty())
+    started = time.perf_counter()
+    collector = run_embedded(events, judge, db_url=db_url, on_judgement=bar.step)
+    bar.close()
+    result = collector.results.get(batch_id)
+    if result is None:
+        reasons = "; ".join(d.reason for d in collector.dead_letters) or "no result"
+        raise InputError(f"batch {batch_id} did not finish: {reasons}")
+    from flows.output import ranking_table, write_results
+
+    json_path, csv_path = write_results(result, args.out)
+    print(ranking_table(result))
+    print(f"\nbatch {batch_id}: {time.perf_counter() - started:.2f} s; wrote {json_path}, {csv_path}, {db_url}")
+    return 0 if result.status.value != "failed" else 1
+
+
+def _build_judge(name: str, model: str | None):
+    from judges.plugin import PluginLoadError
+    from judges.registry import build_judge
+
+    try:
+        return build_judge(name, model)
+    except (PluginLoadError, ValueError) as exc:
+        raise InputError(str(exc)) from None
+
+
+class _Progress:
+    """A one-line progress bar on stderr (judgements against the completion target)."""
+
+    def __init__(self, total: int, enabled: bool):
+        self.total, self.done, self.enabled = max(total, 1), 0, enabled
+
+    def step(self, _judgement: object) -> None:
+        self.done += 1
+        if self.enabled:
+            frac = min(1.0, self.done / self.total)
+            bar = "#" * int(frac * 30)
+            sys.stderr.write(f"\rjudging [{bar:<30}] {self.done}/{self.total}")
+            sys.stderr.flush()
+
+    def close(self) -> None:
+        if self.enabled:
+            sys.stderr.write("\n")
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

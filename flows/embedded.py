@@ -1,0 +1,150 @@
+"""The embedded flow: the same operators as production in one process, with an in-memory
+loop instead of Kafka closing the judgement cycle and SQLite instead of Postgres."""
+
+from __future__ import annotations
+
+import threading
+from collections import deque
+from collections.abc import Callable, Iterable
+from datetime import datetime, timedelta
+
+import bytewax.operators as op
+from bytewax.dataflow import Dataflow
+from bytewax.inputs import DynamicSource, StatelessSourcePartition
+from bytewax.outputs import DynamicSink, StatelessSinkPartition
+from bytewax.testing import run_main
+
+from judges.base import Judge
+from operators.assess import assess_batches
+from operators.judge_call import judge_comparisons
+from schemas import AssessmentResult, ComparisonRequested, DeadLetter, Judgement, utc_now
+from schemas.envelope import Envelope
+from sinks.sql import SqlSink
+
+IDLE = timedelta(milliseconds=1)
+
+
+class LoopBus:
+    """Stands in for the Kafka topics: the flow's input queue, fed again with judgements;
+    closes once every expected batch has its result."""
+
+    def __init__(self, events: Iterable[Envelope], batch_ids: Iterable[str]):
+        self._items: deque[Envelope] = deque(events)
+        self._lock = threading.Lock()
+        self._waiting = set(batch_ids)
+        self.closed = not self._waiting
+
+    def put(self, items: Iterable[Envelope]) -> None:
+        with self._lock:
+            self._items.extend(items)
+
+    def take(self, limit: int = 1000) -> list[Envelope]:
+        with self._lock:
+            n = min(limit, len(self._items))
+            return [self._items.popleft() for _ in range(n)]
+
+    def finished(self, batch_id: str) -> None:
+        with self._lock:
+            self._waiting.discard(batch_id)
+            self.closed = not self._waiting
+
+    def empty(self) -> bool:
+        with self._lock:
+            return not self._items
+
+
+class _LoopPartition(StatelessSourcePartition[Envelope]):
+    def __init__(self, bus: LoopBus):
+        self._bus = bus
+        self._idle = False
+
+    def next_batch(self) -> list[Envelope]:
+        items = self._bus.take()
+        if not items and self._bus.closed and self._bus.empty():
+            raise StopIteration
+        self._idle = not items
+        return items
+
+    def next_awake(self) -> datetime | None:
+        return utc_now() + IDLE if self._idle else None
+
+
+class LoopSource(DynamicSource[Envelope]):
+    def __init__(self, bus: LoopBus):
+        self._bus = bus
+
+    def build(self, step_id: str, worker_index: int, worker_count: int) -> _LoopPartition:
+        if worker_count != 1:
+            raise ValueError("the embedded flow runs with one worker")
+        return _LoopPartition(self._bus)
+
+
+class _CallbackPartition(StatelessSinkPartition[Envelope]):
+    def __init__(self, fn: Callable[[list[Envelope]], None]):
+        self._fn = fn
+
+    def write_batch(self, items: list[Envelope]) -> None:
+        self._fn(items)
+
+
+class CallbackSink(DynamicSink[Envelope]):
+    def __init__(self, fn: Callable[[list[Envelope]], None]):
+        self._fn = fn
+
+    def build(self, step_id: str, worker_index: int, worker_count: int) -> _CallbackPartition:
+        return _CallbackPartition(self._fn)
+
+
+class Collector:
+    """Gathers results and dead letters, reports progress, and closes the loop when done."""
+
+    def __init__(self, bus: LoopBus, on_judgement: Callable[[Judgement], None] | None = None):
+        self.bus = bus
+        self.results: dict[str, AssessmentResult] = {}
+        self.dead_letters: list[DeadLetter] = []
+        self.judgements = 0
+        self._on_judgement = on_judgement
+
+    def __call__(self, items: list[Envelope]) -> None:
+        for ev in items:
+            if isinstance(ev, AssessmentResult):
+                self.results.setdefault(ev.batch_id, ev)
+                self.bus.finished(ev.batch_id)
+            elif isinstance(ev, DeadLetter):
+                self.dead_letters.append(ev)
+                if ev.original_event_type == "batch.opened":
+                    self.bus.finished(ev.batch_id)  # a batch that cannot open has no result
+            elif isinstance(ev, Judgement):
+                self.judgements += 1
+                if self._on_judgement:
+                    self._on_judgement(ev)
+
+
+def build_embedded_flow(
+    bus: LoopBus, judge_for: Callable[[ComparisonRequested], Judge], collector: Collector, db_url: str | None
+) -> Dataflow:
+    flow = Dataflow("cjflow_embedded")
+    events = op.input("events", flow, LoopSource(bus))
+    out = op.key_rm("unkey", assess_batches("assess", op.key_on("by_batch", events, lambda e: e.batch_id)))
+    requests = op.filter("requests", out, lambda e: isinstance(e, ComparisonRequested))
+    records = op.filter("records", out, lambda e: not isinstance(e, ComparisonRequested))
+    judged = judge_comparisons("judge", op.key_on("shard", requests, lambda _e: "judge"), judge_for)
+    op.output("loop", op.key_rm("judged", judged), CallbackSink(bus.put))
+    if db_url:
+        op.output("db", records, SqlSink(db_url))
+    op.output("collect", records, CallbackSink(collector))
+    return flow
+
+
+def run_embedded(
+    events: list[Envelope],
+    judge: Judge,
+    db_url: str | None = None,
+    on_judgement: Callable[[Judgement], None] | None = None,
+) -> Collector:
+    """Run batches to completion in this process; returns the collected results."""
+    batch_ids = {e.batch_id for e in events if e.event_type == "batch.opened"}
+    bus = LoopBus(events, batch_ids)
+    collector = Collector(bus, on_judgement)
+    run_main(build_embedded_flow(bus, lambda _r: judge, collector, db_url))
+    return collector

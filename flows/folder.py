@@ -1,0 +1,102 @@
+"""Read a folder of essays and an anchors file into batch events, with one-line errors."""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from schemas import BatchOpened, BatchSettings, EssaySubmitted
+from schemas.events import MAX_ESSAY_CHARS
+
+ESSAY_SUFFIXES = (".txt", ".md")
+
+
+class InputError(ValueError):
+    """Bad user input; the message is shown as is, one line."""
+
+
+@dataclass(frozen=True)
+class FolderBatch:
+    batch_id: str
+    essays: dict[str, str]
+    anchors: dict[str, str]
+
+    def events(self, settings: BatchSettings, scale: str | None, assignment: str) -> list:
+        opened = BatchOpened.create(
+            self.batch_id, len(self.essays), grade_scale=scale, assignment=assignment, settings=settings
+        )
+        return [opened] + [
+            EssaySubmitted.create(self.batch_id, eid, text, anchor_grade=self.anchors.get(eid))
+            for eid, text in self.essays.items()
+        ]
+
+
+def read_essays(folder: Path) -> dict[str, str]:
+    if not folder.exists():
+        raise InputError(f"essay folder not found: {folder}")
+    if not folder.is_dir():
+        raise InputError(f"not a folder: {folder}")
+    files = sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in ESSAY_SUFFIXES)
+    if not files:
+        raise InputError(f"no essays (.txt or .md files) in {folder}")
+    essays: dict[str, str] = {}
+    seen: dict[str, Path] = {}
+    for path in files:
+        eid = path.stem
+        if eid in seen:
+            raise InputError(f"duplicate essay id {eid!r}: {seen[eid].name} and {path.name}")
+        seen[eid] = path
+        try:
+            text = path.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise InputError(f"cannot read essay {path.name}: {exc.__class__.__name__}: {exc}") from None
+        if not text.strip():
+            raise InputError(f"empty essay: {path.name}")
+        if len(text) > MAX_ESSAY_CHARS:
+            raise InputError(f"essay {path.name} is longer than {MAX_ESSAY_CHARS} characters")
+        essays[eid] = text
+    if len(essays) < 2:
+        raise InputError(f"need at least 2 essays to compare, found {len(essays)} in {folder}")
+    return essays
+
+
+def read_anchors(path: Path, essays: dict[str, str], grades: tuple[str, ...]) -> dict[str, str]:
+    """`essay_id,grade` CSV (header optional); every essay and grade must be known."""
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except FileNotFoundError:
+        raise InputError(f"anchors file not found: {path}") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise InputError(f"cannot read anchors file {path}: {exc}") from None
+    anchors: dict[str, str] = {}
+    for lineno, row in enumerate(csv.reader(lines), start=1):
+        if not row or not "".join(row).strip() or row[0].lstrip().startswith("#"):
+            continue
+        if lineno == 1 and [c.strip().lower() for c in row[:2]] == ["essay_id", "grade"]:
+            continue
+        if len(row) < 2:
+            raise InputError(f"{path.name} line {lineno}: expected 'essay_id,grade'")
+        eid, grade = row[0].strip(), row[1].strip()
+        if eid not in essays:
+            raise InputError(f"{path.name} line {lineno}: anchor names unknown essay {eid!r}")
+        if grade not in grades:
+            raise InputError(
+                f"{path.name} line {lineno}: unknown grade {grade!r} for {eid} (scale grades: {', '.join(grades)})"
+            )
+        if eid in anchors:
+            raise InputError(f"{path.name} line {lineno}: essay {eid!r} anchored twice")
+        anchors[eid] = grade
+    if not anchors:
+        raise InputError(f"anchors file {path} names no anchors")
+    return anchors
+
+
+def batch_id_for(folder: Path, essays: dict[str, str], anchors: dict[str, str], settings: BatchSettings) -> str:
+    """Same folder, anchors and settings -> same batch id, so a rerun is a replay."""
+    h = hashlib.sha256()
+    h.update(json.dumps([sorted(essays.items()), sorted(anchors.items()), settings.model_dump()]).encode())
+    name = "".join(c if c.isalnum() or c in "-_" else "-" for c in folder.resolve().name)[:60] or "batch"
+    return f"{name}-{h.hexdigest()[:12]}"

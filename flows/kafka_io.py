@@ -1,0 +1,79 @@
+"""Kafka wiring shared by the production flows: sources, sinks and routing by event type."""
+
+from __future__ import annotations
+
+import zlib
+from typing import Any
+
+import bytewax.operators as op
+from bytewax.connectors.kafka import KafkaSink, KafkaSinkMessage, KafkaSource, KafkaSourceMessage
+from bytewax.dataflow import Dataflow, Stream
+from pydantic import TypeAdapter
+
+from flows.settings import Settings
+from operators.codec import decode
+from schemas import AssessmentResult, ComparisonRequested, DeadLetter, Judgement, ResourceUsage
+from schemas.envelope import Envelope
+
+
+def brokers(settings: Settings) -> list[str]:
+    return [b.strip() for b in settings.kafka_brokers.split(",") if b.strip()]
+
+
+def source(settings: Settings, topics: list[str]) -> KafkaSource:
+    """Reads `topics` from the beginning (recovery snapshots carry the offsets after that)."""
+    return KafkaSource(
+        brokers(settings), topics, tail=True, add_config=settings.kafka_add_config(), raise_on_errors=False
+    )
+
+
+def sink(settings: Settings) -> KafkaSink:
+    """One producer for every output topic (each message names its topic)."""
+    conf = {"enable.idempotence": "true", "linger.ms": "5", "compression.type": "lz4", **settings.kafka_add_config()}
+    return KafkaSink(brokers(settings), None, add_config=conf)
+
+
+def decoded(step_id: str, flow_in: Stream[Any], adapter: TypeAdapter[Any]) -> Stream[Envelope]:
+    """Kafka messages (or consumer errors) -> events or dead letters."""
+
+    def _one(msg: Any) -> Envelope:
+        if isinstance(msg, KafkaSourceMessage):
+            return decode(adapter, msg.value, msg.key, msg.topic or "?", msg.partition, msg.offset)
+        err = getattr(msg, "err", msg)
+        return DeadLetter.create(None, f"kafka consumer error: {err}", "kafka", b"")
+
+    return op.map(step_id, flow_in, _one)
+
+
+def topic_for(event: Envelope, settings: Settings) -> str | None:
+    t = settings.topics
+    if isinstance(event, ComparisonRequested):
+        return t.comparison_requests
+    if isinstance(event, Judgement):
+        return t.comparison_results
+    if isinstance(event, AssessmentResult):
+        return t.results
+    if isinstance(event, ResourceUsage):
+        return t.resource_usage
+    if isinstance(event, DeadLetter):
+        return t.deadletter
+    return None
+
+
+def to_message(event: Envelope, topic: str) -> KafkaSinkMessage[bytes, bytes]:
+    """Key = batch id, so one batch stays in one partition (and one worker)."""
+    return KafkaSinkMessage(
+        key=event.batch_id.encode(),
+        value=event.to_json(),
+        topic=topic,
+        headers=[("event_type", event.event_type.encode()), ("event_id", event.event_id.encode())],
+    )
+
+
+def shard_of(batch_id: str, shards: int) -> str:
+    """Stable shard key (crc32, not hash(): that is salted per process)."""
+    return f"shard-{zlib.crc32(batch_id.encode()) % max(1, shards)}"
+
+
+def new_flow(name: str) -> Dataflow:
+    return Dataflow(name)

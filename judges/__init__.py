@@ -1,0 +1,1 @@
+"""Judges: who decides a comparison (offline, plug-in, Anthropic, OpenAI) behind one protocol."""

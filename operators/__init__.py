@@ -1,0 +1,1 @@
+"""Bytewax operators: thin logic classes translating events into calls to cj/ and judges/."""

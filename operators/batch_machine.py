@@ -1,0 +1,505 @@
+"""One batch's Comparative Judgement state: collecting -> comparing -> done.
+
+Pure Python (no Bytewax): every method takes the current time and returns the events to
+emit, so the machine is tested directly and the Bytewax logic around it stays thin.
+It emits its result exactly once; whatever arrives afterwards is a counted stray.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+from typing import Union
+
+import numpy as np
+
+from cj.grading import GradingError, fit_cut_points, project_grades, validate_anchor_grades
+from cj.model import Fit, fit_bt
+from cj.pairing import select_pairs
+from cj.scales import GradeScale, custom_scale, get_scale
+from cj.stopping import StopRule, completion_target, stop_reason
+from schemas import (
+    AssessmentResult,
+    BatchOpened,
+    BatchStatus,
+    ComparisonRequested,
+    DeadLetter,
+    ErrorKind,
+    EssayResult,
+    EssaySubmitted,
+    Judgement,
+    ModelUsage,
+    PresentedEssay,
+    ResourceUsage,
+    TokenUsage,
+)
+from schemas.events import MAX_ESSAY_CHARS, GradeScaleSpec
+
+SNAPSHOT_VERSION = 1
+COLLECT_TIMEOUT = timedelta(hours=1)
+TOMBSTONE_TTL = timedelta(hours=6)
+MAX_EARLY_ESSAYS = 10_000
+# Errors the judge already retried but that may pass on a fresh attempt.
+REISSUE_KINDS = frozenset(
+    {
+        ErrorKind.RATE_LIMITED,
+        ErrorKind.OVERLOADED,
+        ErrorKind.SERVER_ERROR,
+        ErrorKind.TIMEOUT,
+        ErrorKind.CONNECTION,
+        ErrorKind.INVALID_OUTPUT,
+        ErrorKind.MAX_TOKENS,
+        ErrorKind.DEADLINE,
+        ErrorKind.JUDGE_ERROR,
+    }
+)
+
+Inbound = Union[BatchOpened, EssaySubmitted, Judgement]
+Outbound = Union[
+    BatchOpened, EssaySubmitted, ComparisonRequested, Judgement, AssessmentResult, ResourceUsage, DeadLetter
+]
+
+# comparison states
+FLIGHT, VALID, ERROR = 0, 1, 2
+
+
+@dataclass
+class Essay:
+    essay_id: str
+    text: str
+    anchor_grade: str | None
+
+
+@dataclass
+class Comparison:
+    first: int
+    second: int
+    attempt: int
+    deadline: float  # epoch seconds of the current attempt
+    state: int = FLIGHT
+    first_won: bool = False
+
+
+def comparison_id(batch_id: str, seq: int) -> str:
+    return f"{batch_id}#{seq}"
+
+
+def _seq_of(batch_id: str, cid: str) -> int | None:
+    prefix = batch_id + "#"
+    if not cid.startswith(prefix) or not cid[len(prefix) :].isdigit():
+        return None
+    return int(cid[len(prefix) :])
+
+
+class BatchMachine:
+    def __init__(self, batch_id: str):
+        self.batch_id = batch_id
+        self.phase = "collecting"
+        self.opened: BatchOpened | None = None
+        self.opened_at: datetime | None = None
+        self.essays: list[Essay] = []
+        self.early: list[EssaySubmitted] = []  # essays that arrived before their batch
+        self.rejected = 0
+        self.comps: list[Comparison] = []
+        self.errors_by_kind: Counter[str] = Counter()
+        self.usage: dict[tuple[str, str], list[float]] = {}
+        self.strays = 0
+        self.duplicates = 0
+        self.last_at: datetime | None = None
+        self.done_at: datetime | None = None
+        self.stop: str | None = None
+        self._fit: Fit | None = None
+        self._fit_valid = -1
+
+    # ---- inputs -------------------------------------------------------------------------
+    def handle(self, event: Inbound, now: datetime) -> list[Outbound]:
+        if isinstance(event, Judgement):
+            return self._on_judgement(event, now)
+        if isinstance(event, BatchOpened):
+            return self._on_opened(event, now)
+        return self._on_essay(event, now)
+
+    def on_timer(self, now: datetime) -> list[Outbound]:
+        """Expire stuck comparisons and a batch whose essays never all arrived."""
+        if self.phase == "comparing":
+            out: list[Outbound] = []
+            ts = now.timestamp()
+            for seq, c in enumerate(self.comps):
+                if c.state == FLIGHT and c.deadline <= ts:
+                    self.errors_by_kind[ErrorKind.DEADLINE.value] += 1
+                    out += self._retry_or_fail(seq, c, ErrorKind.DEADLINE, now)
+            return out + self._advance(now)
+        if self.phase == "collecting" and self.opened_at and now - self.opened_at >= COLLECT_TIMEOUT:
+            return self._start(now)
+        return []
+
+    def next_timer(self) -> datetime | None:
+        if self.phase == "comparing":
+            pending = [c.deadline for c in self.comps if c.state == FLIGHT]
+            return datetime.fromtimestamp(min(pending), timezone.utc) if pending else None
+        if self.phase == "collecting" and self.opened_at:
+            return self.opened_at + COLLECT_TIMEOUT
+        if self.phase == "done" and self.done_at:
+            return self.done_at + TOMBSTONE_TTL
+        return None
+
+    def expired(self, now: datetime) -> bool:
+        """A finished batch's tombstone (kept to count strays) may now be dropped."""
+        return self.phase == "done" and self.done_at is not None and now >= self.done_at + TOMBSTONE_TTL
+
+    @property
+    def is_unknown(self) -> bool:
+        return self.opened is None and not self.early and self.phase == "collecting"
+
+    def _on_opened(self, ev: BatchOpened, now: datetime) -> list[Outbound]:
+        if self.opened is not None or self.phase == "done":
+            self.duplicates += 1
+            return []
+        try:
+            self._scale(ev)
+        except GradingError as exc:
+            return [self._dead(ev, f"invalid grade scale: {exc}")]
+        self.opened, self.opened_at = ev, ev.occurred_at
+        out: list[Outbound] = [ev]
+        early, self.early = self.early, []
+        for essay in early:
+            out += self._on_essay(essay, now)
+        return out
+
+    def _on_essay(self, ev: EssaySubmitted, now: datetime) -> list[Outbound]:
+        if self.phase == "done":
+            return [self._dead(ev, "essay for a finished batch")]
+        if self.opened is None:
+            if len(self.early) >= MAX_EARLY_ESSAYS:
+                return [self._dead(ev, "too many essays before the batch was opened")]
+            self.early.append(ev)
+            return []
+        if self.phase != "collecting":
+            return [self._dead(ev, "essay after the batch started comparing")]
+        reason = self._essay_problem(ev)
+        if reason:
+            if reason != "duplicate essay id":
+                self.rejected += 1
+            out: list[Outbound] = [self._dead(ev, reason)]
+        else:
+            self.essays.append(Essay(ev.essay_id, ev.text, ev.anchor_grade))
+            out = [ev]
+        if len(self.essays) + self.rejected >= self.opened.expected_essays:
+            out += self._start(now)
+        return out
+
+    def _essay_problem(self, ev: EssaySubmitted) -> str | None:
+        if any(e.essay_id == ev.essay_id for e in self.essays):
+            return "duplicate essay id"
+        if not ev.text.strip():
+            return "empty essay text"
+        if len(ev.text) > MAX_ESSAY_CHARS:
+            return f"essay longer than {MAX_ESSAY_CHARS} characters"
+        if ev.anchor_grade is not None:
+            scale = self._scale(self.opened) if self.opened else None
+            if scale is None:
+                return "anchor grade given but the batch has no grade scale"
+            try:
+                validate_anchor_grades(scale, [ev.anchor_grade])
+            except GradingError as exc:
+                return f"unknown anchor grade: {exc}"
+        return None
+
+    def _on_judgement(self, j: Judgement, now: datetime) -> list[Outbound]:
+        if self.phase == "done":
+            self.strays += 1
+            return []
+        if self.opened is None:
+            return [self._dead(j, "judgement for an unknown batch")]
+        seq = _seq_of(self.batch_id, j.comparison_id)
+        if seq is None or seq >= len(self.comps):
+            return [self._dead(j, "judgement for an unknown comparison")]
+        c = self.comps[seq]
+        if c.state != FLIGHT:
+            self.duplicates += 1
+            return []
+        self.last_at = max(self.last_at, j.occurred_at) if self.last_at else j.occurred_at
+        self._add_usage(j)
+        out: list[Outbound] = [j]
+        if j.is_valid:
+            c.state, c.first_won = VALID, j.winner == "A"
+        else:
+            kind = j.error_kind or ErrorKind.JUDGE_ERROR
+            self.errors_by_kind[kind.value] += 1
+            out += self._retry_or_fail(seq, c, kind, now)
+        return out + self._advance(now)
+
+    # ---- scheduling -----------------------------------------------------------------------
+    def _start(self, now: datetime) -> list[Outbound]:
+        self.phase = "comparing"
+        if len(self.essays) < 2:
+            return self._finish("too_few_essays", now)
+        return self._advance(now)
+
+    def _retry_or_fail(self, seq: int, c: Comparison, kind: ErrorKind, now: datetime) -> list[Outbound]:
+        assert self.opened is not None
+        if kind in REISSUE_KINDS and c.attempt < self.opened.settings.max_attempts:
+            c.attempt += 1
+            return [self._request(seq, c, now)]
+        c.state = ERROR
+        return []
+
+    def _advance(self, now: datetime) -> list[Outbound]:
+        """Top up the comparisons in flight, then test the stopping rule."""
+        assert self.opened is not None
+        s = self.opened.settings
+        n = len(self.essays)
+        n_valid = sum(1 for c in self.comps if c.state == VALID)
+        in_flight = sum(1 for c in self.comps if c.state == FLIGHT)
+        n_error = sum(1 for c in self.comps if c.state == ERROR)
+        fit = self.fit(fresh=False)
+        want = min(s.in_flight - in_flight, s.budget - n_valid - in_flight)
+        out: list[Outbound] = []
+        pairs_left = True
+        if want > 0:
+            issued = [(c.first, c.second) for c in self.comps if c.state != ERROR]
+            rng = np.random.default_rng([s.seed, len(self.comps)])
+            pairs = select_pairs(
+                n, want, issued, fit=fit, rng=rng, strategy=s.pairing,
+                max_repeats=s.max_repeats, min_per_essay=s.min_per_essay,
+            )
+            pairs_left = len(pairs) > 0 or in_flight > 0  # answers still due may be informative
+            for a, b in pairs:
+                seq = len(self.comps)
+                c = Comparison(int(a), int(b), 1, 0.0)
+                self.comps.append(c)
+                out.append(self._request(seq, c, now))
+                in_flight += 1
+        if n_error >= s.budget:
+            return out + self._finish("too_many_errors", now)
+        valid_per_essay = self._valid_per_essay()
+        reason = stop_reason(self._rule(), n, valid_per_essay, n_valid, fit, pairs_left)
+        if reason is not None and self._fit_valid != n_valid:  # confirm on a fresh fit
+            reason = stop_reason(self._rule(), n, valid_per_essay, n_valid, self.fit(fresh=True), pairs_left)
+        if reason is None and in_flight == 0:
+            reason = "no_informative_pairs"  # nothing in flight and nothing left to ask
+        if reason is not None:
+            return out + self._finish(str(reason), now)
+        return out
+
+    def _request(self, seq: int, c: Comparison, now: datetime) -> ComparisonRequested:
+        assert self.opened is not None
+        s = self.opened.settings
+        deadline = now + timedelta(seconds=s.comparison_timeout_s)
+        c.deadline = deadline.timestamp()
+        a, b = self.essays[c.first], self.essays[c.second]
+        return ComparisonRequested.create(
+            self.batch_id,
+            comparison_id(self.batch_id, seq),
+            c.attempt,
+            correlation_id=self.opened.correlation_id,
+            essay_a=PresentedEssay(essay_id=a.essay_id, text=a.text),
+            essay_b=PresentedEssay(essay_id=b.essay_id, text=b.text),
+            assignment=self.opened.assignment,
+            rubric_id=s.rubric_id,
+            judge_provider=s.judge_provider,
+            judge_model=s.judge_model,
+            temperature=s.temperature,
+            deadline=deadline,
+            occurred_at=now,
+        )
+
+    # ---- model ------------------------------------------------------------------------------
+    def _rule(self) -> StopRule:
+        assert self.opened is not None
+        s = self.opened.settings
+        return StopRule(
+            budget=s.budget, max_mean_se=s.max_mean_se, min_ssr=s.min_ssr,
+            min_per_essay=s.min_per_essay, max_repeats=s.max_repeats,
+        )
+
+    def _valid_arrays(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        valid = [c for c in self.comps if c.state == VALID]
+        first = np.fromiter((c.first for c in valid), dtype=np.int64, count=len(valid))
+        second = np.fromiter((c.second for c in valid), dtype=np.int64, count=len(valid))
+        won = np.fromiter((c.first_won for c in valid), dtype=bool, count=len(valid))
+        return first, second, won
+
+    def _valid_per_essay(self) -> np.ndarray:
+        first, second, _ = self._valid_arrays()
+        n = len(self.essays)
+        return np.bincount(first, minlength=n) + np.bincount(second, minlength=n)
+
+    def fit(self, fresh: bool = True) -> Fit | None:
+        """The BT fit; refitted when `fresh` or when enough new judgements arrived."""
+        n = len(self.essays)
+        if n < 2:
+            return None
+        first, second, won = self._valid_arrays()
+        stale = len(first) - self._fit_valid
+        if self._fit is None or (stale > 0 and (fresh or stale >= max(1, n // 50))):
+            self._fit = fit_bt(n, first, second, won, initial=self._fit)
+            self._fit_valid = len(first)
+        return self._fit
+
+    # ---- result -----------------------------------------------------------------------------
+    def _finish(self, reason: str, now: datetime) -> list[Outbound]:
+        assert self.opened is not None
+        self.phase, self.stop = "done", reason
+        at = self.last_at or now
+        self.done_at = now
+        fit = self.fit(fresh=True)
+        n = len(self.essays)
+        first, second, won = self._valid_arrays()
+        n_valid = len(first)
+        n_err = sum(1 for c in self.comps if c.state == ERROR)
+        essays: list[EssayResult] = []
+        cuts_list: list[float] | None = None
+        scale = self._scale(self.opened)
+        if fit is not None and n:
+            counts = np.bincount(first, minlength=n) + np.bincount(second, minlength=n)
+            wins = np.bincount(first[won], minlength=n) + np.bincount(second[~won], minlength=n)
+            projections = None
+            anchors = [i for i, e in enumerate(self.essays) if e.anchor_grade]
+            if scale is not None and anchors:
+                try:
+                    cuts = fit_cut_points(
+                        scale, fit.theta[anchors], [self.essays[i].anchor_grade for i in anchors]  # type: ignore[misc]
+                    )
+                    projections = project_grades(cuts, fit.theta, fit.se)
+                    cuts_list = [float(x) for x in cuts.cuts]
+                except GradingError:
+                    projections = None
+            order = np.argsort(-fit.theta, kind="stable")
+            rank = np.empty(n, dtype=int)
+            rank[order] = np.arange(1, n + 1)
+            for i in order:
+                e = self.essays[i]
+                p = projections[i] if projections else None
+                essays.append(
+                    EssayResult(
+                        essay_id=e.essay_id,
+                        rank=int(rank[i]),
+                        score=round(float(fit.theta[i]), 6),
+                        se=round(float(fit.se[i]), 6),
+                        infit=_finite(fit.infit[i]),
+                        outfit=_finite(fit.outfit[i]),
+                        comparisons=int(counts[i]),
+                        wins=int(wins[i]),
+                        is_anchor=e.anchor_grade is not None,
+                        anchor_grade=e.anchor_grade,
+                        projected_grade=p.grade if p else None,
+                        grade_probabilities={k: round(v, 6) for k, v in p.probabilities.items()} if p else None,
+                    )
+                )
+        missing = self.opened.expected_essays - len(self.essays)
+        if n_valid == 0 or n < 2:
+            status = BatchStatus.FAILED
+        elif missing > 0 or reason == "too_many_errors":
+            status = BatchStatus.PARTIAL
+        else:
+            status = BatchStatus.COMPLETED
+        usage = self._usage_list()
+        cost = round(sum(u.cost_usd for u in usage), 8)
+        duration = max(0.0, (at - self.opened.occurred_at).total_seconds())
+        base = dict(batch_id=self.batch_id, correlation_id=self.opened.correlation_id, occurred_at=at)
+        result = AssessmentResult(
+            event_id=AssessmentResult.id_for(self.batch_id),
+            status=status,
+            stop_reason=reason,
+            essays=essays,
+            grade_scale=scale.name if scale else None,
+            grade_cut_points=cuts_list,
+            reliability_ssr=_finite(fit.ssr) if fit is not None and n_valid else None,
+            position_effect=_finite(fit.delta) if fit is not None and n_valid else None,
+            position_effect_se=_finite(fit.delta_se) if fit is not None and n_valid else None,
+            comparisons_valid=n_valid,
+            comparisons_errored=n_err,
+            errors_by_kind=dict(sorted(self.errors_by_kind.items())),
+            completion_target=completion_target(n, self._rule()) if n >= 2 else 0,
+            duration_s=round(duration, 6),
+            cost_usd=cost,
+            usage=usage,
+            strays=self.strays,
+            duplicates=self.duplicates,
+            **base,  # type: ignore[arg-type]
+        )
+        out: list[Outbound] = [result]
+        if usage:
+            out.append(ResourceUsage(event_id=ResourceUsage.id_for(self.batch_id), usage=usage, **base))  # type: ignore[arg-type]
+        self.essays, self.comps, self._fit = [], [], None  # the tombstone only counts strays
+        return out
+
+    def _usage_list(self) -> list[ModelUsage]:
+        return [
+            ModelUsage(
+                provider=p, model=m, calls=int(u[0]),
+                tokens=TokenUsage(input=int(u[1]), output=int(u[2]), cache_read=int(u[3]), cache_write=int(u[4])),
+                cost_usd=round(u[5], 8),
+            )
+            for (p, m), u in sorted(self.usage.items())
+        ]
+
+    def _add_usage(self, j: Judgement) -> None:
+        u = self.usage.setdefault((j.provider, j.model), [0, 0, 0, 0, 0, 0.0])
+        t = j.tokens
+        for i, v in enumerate((1, t.input, t.output, t.cache_read, t.cache_write, j.cost_usd)):
+            u[i] += v
+
+    def _scale(self, opened: BatchOpened | None) -> GradeScale | None:
+        spec = opened.grade_scale if opened else None
+        if spec is None:
+            return None
+        if isinstance(spec, GradeScaleSpec):
+            return custom_scale(spec.name, spec.grades, spec.below_lowest, spec.priors)
+        return get_scale(spec)
+
+    def _dead(self, ev: Inbound, reason: str) -> DeadLetter:
+        return DeadLetter.create(
+            self.batch_id, reason, source="assessment", original=ev.to_json(),
+            original_event_type=ev.event_type, occurred_at=ev.occurred_at,
+        )
+
+    # ---- snapshot -----------------------------------------------------------------------------
+    def snapshot(self) -> dict:
+        """Everything needed to resume, nothing derivable (the fit is recomputed)."""
+        done = self.phase == "done"
+        return {
+            "v": SNAPSHOT_VERSION,
+            "batch_id": self.batch_id,
+            "phase": self.phase,
+            "opened": None if done or self.opened is None else self.opened.model_dump_json(),
+            "essays": [] if done else [(e.essay_id, e.text, e.anchor_grade) for e in self.essays],
+            "early": [e.model_dump_json() for e in self.early],
+            "rejected": self.rejected,
+            "comps": [] if done else [(c.first, c.second, c.attempt, c.deadline, c.state, c.first_won) for c in self.comps],
+            "errors": dict(self.errors_by_kind),
+            "usage": [[p, m, *u] for (p, m), u in self.usage.items()],
+            "strays": self.strays,
+            "duplicates": self.duplicates,
+            "last_at": self.last_at.isoformat() if self.last_at else None,
+            "done_at": self.done_at.isoformat() if self.done_at else None,
+            "stop": self.stop,
+        }
+
+    @classmethod
+    def restore(cls, snap: dict) -> BatchMachine:
+        if snap.get("v") != SNAPSHOT_VERSION:
+            raise ValueError(f"unsupported batch snapshot version {snap.get('v')!r}")
+        m = cls(snap["batch_id"])
+        m.phase = snap["phase"]
+        if snap["opened"]:
+            m.opened = BatchOpened.model_validate_json(snap["opened"])
+            m.opened_at = m.opened.occurred_at
+        m.essays = [Essay(*e) for e in snap["essays"]]
+        m.early = [EssaySubmitted.model_validate_json(e) for e in snap["early"]]
+        m.rejected = snap["rejected"]
+        m.comps = [Comparison(*c) for c in snap["comps"]]
+        m.errors_by_kind = Counter(snap["errors"])
+        m.usage = {(u[0], u[1]): list(u[2:]) for u in snap["usage"]}
+        m.strays, m.duplicates = snap["strays"], snap["duplicates"]
+        m.last_at = datetime.fromisoformat(snap["last_at"]) if snap["last_at"] else None
+        m.done_at = datetime.fromisoformat(snap["done_at"]) if snap["done_at"] else None
+        m.stop = snap["stop"]
+        return m
+
+
+def _finite(x: float) -> float | None:
+    x = float(x)
+    return round(x, 6) if np.isfinite(x) else None

@@ -1,0 +1,99 @@
+"""The async judge operator: many LLM calls in flight on a background asyncio loop,
+results emitted on later activations, the Bytewax worker never blocked.
+
+Finished calls are collected by done-callbacks into a queue (scanning pending futures
+costs seconds at a thousand in flight). In-flight requests are the snapshot and are
+re-issued on resume: calls must be safe to repeat, and the assessment flow dedupes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import queue
+from collections.abc import Callable
+from concurrent.futures import Future
+from datetime import datetime, timedelta
+from typing import Iterable
+
+import bytewax.operators as op
+from bytewax.dataflow import operator
+from bytewax.operators import KeyedStream, StatefulLogic
+
+from judges.base import Judge, error_judgement
+from operators.aio import background_loop
+from schemas import ComparisonRequested, ErrorKind, Judgement, utc_now
+
+POLL = timedelta(milliseconds=10)
+JudgeFor = Callable[[ComparisonRequested], Judge]
+
+
+async def call_judge(judge: Judge, request: ComparisonRequested) -> Judgement:
+    """Never raises: a judge's unexpected exception becomes an `error` judgement."""
+    try:
+        return await judge.judge(request)
+    except asyncio.CancelledError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - a broken judge must not take the flow down
+        return error_judgement(request, judge, ErrorKind.JUDGE_ERROR, f"{type(exc).__name__}: {exc}")
+
+
+class JudgeCallLogic(StatefulLogic[ComparisonRequested, Judgement, list[str]]):
+    def __init__(self, judge_for: JudgeFor, snapshot: list[str] | None):
+        self._judge_for = judge_for
+        self._loop = background_loop()
+        self._pending: dict[str, ComparisonRequested] = {}
+        self._done: queue.SimpleQueue[tuple[ComparisonRequested, Future[Judgement]]] = queue.SimpleQueue()
+        for raw in snapshot or ():
+            self._submit(ComparisonRequested.model_validate_json(raw))
+
+    def _submit(self, request: ComparisonRequested) -> None:
+        if request.event_id in self._pending:
+            return  # the same attempt is already being judged
+        self._pending[request.event_id] = request
+        fut = asyncio.run_coroutine_threadsafe(call_judge(self._judge_for(request), request), self._loop)
+        fut.add_done_callback(lambda f, r=request: self._done.put((r, f)))
+
+    def _drain(self) -> list[Judgement]:
+        out = []
+        while True:
+            try:
+                request, fut = self._done.get_nowait()
+            except queue.Empty:
+                return out
+            self._pending.pop(request.event_id, None)
+            out.append(fut.result())
+
+    def on_item(self, value: ComparisonRequested) -> tuple[Iterable[Judgement], bool]:
+        self._submit(value)
+        return self._drain(), StatefulLogic.RETAIN
+
+    def on_notify(self) -> tuple[Iterable[Judgement], bool]:
+        return self._drain(), StatefulLogic.RETAIN
+
+    def on_eof(self) -> tuple[Iterable[Judgement], bool]:
+        # No notifications fire after end of input: wait here or the results are lost.
+        out = []
+        while self._pending:
+            request, fut = self._done.get()
+            self._pending.pop(request.event_id, None)
+            out.append(fut.result())
+        return out, StatefulLogic.RETAIN
+
+    def notify_at(self) -> datetime | None:
+        return utc_now() + POLL if self._pending else None
+
+    def snapshot(self) -> list[str]:
+        return [r.model_dump_json() for r in self._pending.values()]
+
+    @property
+    def in_flight(self) -> int:
+        return len(self._pending)
+
+
+@operator
+def judge_comparisons(
+    step_id: str, up: KeyedStream[ComparisonRequested], judge_for: JudgeFor
+) -> KeyedStream[Judgement]:
+    """Judge each request asynchronously; one logic (and in-flight set) per key, so key the
+    stream by a few shard keys rather than by batch id."""
+    return op.stateful("calls", up, lambda snap: JudgeCallLogic(judge_for, snap))

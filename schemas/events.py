@@ -1,0 +1,297 @@
+"""The events of the cjflow topology, one pydantic model each (see docs/events.md)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from enum import StrEnum
+from typing import Annotated, Literal, Union
+
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
+
+from schemas.envelope import Envelope, deterministic_id
+
+Winner = Literal["A", "B", "error"]
+MAX_ESSAY_CHARS = 60_000
+
+
+class ErrorKind(StrEnum):
+    """Why a judgement failed: a closed set shared by judges, operators and sinks."""
+
+    RATE_LIMITED = "rate_limited"
+    OVERLOADED = "overloaded"
+    SERVER_ERROR = "server_error"
+    TIMEOUT = "timeout"
+    CONNECTION = "connection"
+    INVALID_OUTPUT = "invalid_output"
+    MAX_TOKENS = "max_tokens"
+    REFUSED = "refused"
+    BAD_REQUEST = "bad_request"
+    AUTH = "auth"
+    NOT_FOUND = "not_found"
+    DEADLINE = "deadline"
+    JUDGE_ERROR = "judge_error"
+
+
+class BatchStatus(StrEnum):
+    COMPLETED = "completed"
+    PARTIAL = "partial"
+    FAILED = "failed"
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class GradeScaleSpec(_Model):
+    """A custom grade scale given inline (built-in scales are named instead)."""
+
+    name: str
+    grades: list[str] = Field(min_length=2, description="Grades from lowest to highest.")
+    below_lowest: str | None = None
+    priors: list[float] | None = None
+
+
+class BatchSettings(_Model):
+    """How one batch is assessed. Defaults suit a class-sized batch."""
+
+    budget: int = Field(default=350, ge=1, description="Maximum valid comparisons.")
+    max_mean_se: float | None = Field(default=0.5, gt=0, description="Precision target: mean SE.")
+    min_ssr: float | None = Field(default=None, ge=0, le=1, description="Precision target: SSR.")
+    min_per_essay: int = Field(default=6, ge=1, description="Valid comparisons per essay first.")
+    max_repeats: int = Field(default=3, ge=1, description="Uses of one pair, positions swapped.")
+    in_flight: int = Field(default=8, ge=1, le=10_000, description="Comparisons in flight.")
+    pairing: Literal["adaptive", "random"] = "adaptive"
+    seed: int = 0
+    max_attempts: int = Field(default=3, ge=1, description="Attempts per comparison.")
+    comparison_timeout_s: float = Field(default=300.0, gt=0, description="Deadline per attempt.")
+    judge_provider: str = "offline"
+    judge_model: str | None = None
+    temperature: float | None = None
+    rubric_id: str = "default"
+
+
+class BatchOpened(Envelope):
+    """Opens a batch: the essays follow as `essay.submitted` events, same key."""
+
+    event_type: Literal["batch.opened"] = "batch.opened"
+    expected_essays: int = Field(ge=2, le=100_000)
+    grade_scale: str | GradeScaleSpec | None = Field(
+        default=None, description="Built-in scale name or an inline custom scale."
+    )
+    assignment: str = Field(default="", max_length=20_000, description="The task, shown to the judge.")
+    assignment_id: str | None = None
+    callback_topic: str | None = None
+    settings: BatchSettings = BatchSettings()
+
+    @classmethod
+    def create(cls, batch_id: str, expected_essays: int, **kw: object) -> BatchOpened:
+        return cls(
+            event_id=deterministic_id("batch.opened", batch_id),
+            batch_id=batch_id,
+            expected_essays=expected_essays,
+            **kw,  # type: ignore[arg-type]
+        )
+
+
+class EssaySubmitted(Envelope):
+    """One essay of a batch; anchors are essays with a known grade."""
+
+    event_type: Literal["essay.submitted"] = "essay.submitted"
+    essay_id: str = Field(min_length=1, max_length=200)
+    text: str = Field(description="Essay text; must be non-blank.")
+    anchor_grade: str | None = None
+
+    @classmethod
+    def create(cls, batch_id: str, essay_id: str, text: str, **kw: object) -> EssaySubmitted:
+        return cls(
+            event_id=deterministic_id("essay.submitted", batch_id, essay_id),
+            batch_id=batch_id,
+            essay_id=essay_id,
+            text=text,
+            **kw,  # type: ignore[arg-type]
+        )
+
+
+class PresentedEssay(_Model):
+    essay_id: str
+    text: str
+
+
+class ComparisonRequested(Envelope):
+    """Ask a judge which of two essays is better; positions are as presented."""
+
+    event_type: Literal["comparison.requested"] = "comparison.requested"
+    comparison_id: str
+    attempt: int = Field(ge=1)
+    essay_a: PresentedEssay
+    essay_b: PresentedEssay
+    assignment: str = ""
+    rubric_id: str = "default"
+    judge_provider: str = "offline"
+    judge_model: str | None = None
+    temperature: float | None = None
+    deadline: datetime
+    reply_topic: str | None = None
+
+    @classmethod
+    def create(cls, batch_id: str, comparison_id: str, attempt: int, **kw: object) -> ComparisonRequested:
+        return cls(
+            event_id=deterministic_id("comparison.requested", comparison_id, attempt),
+            batch_id=batch_id,
+            comparison_id=comparison_id,
+            attempt=attempt,
+            **kw,  # type: ignore[arg-type]
+        )
+
+
+class TokenUsage(_Model):
+    input: int = Field(default=0, ge=0)
+    output: int = Field(default=0, ge=0)
+    cache_read: int = Field(default=0, ge=0)
+    cache_write: int = Field(default=0, ge=0)
+
+
+class Judgement(Envelope):
+    """A judge's answer to one attempt of one comparison."""
+
+    event_type: Literal["comparison.judged"] = "comparison.judged"
+    comparison_id: str
+    attempt: int = Field(ge=1)
+    essay_a_id: str
+    essay_b_id: str
+    winner: Winner
+    error_kind: ErrorKind | None = None
+    error_detail: str | None = Field(default=None, max_length=500)
+    confidence: float | None = Field(default=None, ge=0, le=1)
+    justification: str = Field(default="", max_length=1000)
+    provider: str
+    model: str
+    prompt_sha256: str | None = None
+    tokens: TokenUsage = TokenUsage()
+    cost_usd: float = Field(default=0.0, ge=0)
+    latency_ms: float = Field(default=0.0, ge=0)
+
+    @classmethod
+    def for_request(cls, request: ComparisonRequested, **kw: object) -> Judgement:
+        """A judgement answering `request`, with its deterministic id."""
+        return cls(
+            event_id=deterministic_id("comparison.judged", request.comparison_id, request.attempt),
+            batch_id=request.batch_id,
+            correlation_id=request.correlation_id,
+            comparison_id=request.comparison_id,
+            attempt=request.attempt,
+            essay_a_id=request.essay_a.essay_id,
+            essay_b_id=request.essay_b.essay_id,
+            **kw,  # type: ignore[arg-type]
+        )
+
+    @property
+    def is_valid(self) -> bool:
+        return self.winner in ("A", "B")
+
+
+class EssayResult(_Model):
+    essay_id: str
+    rank: int = Field(ge=1)
+    score: float
+    se: float
+    infit: float | None = None
+    outfit: float | None = None
+    comparisons: int
+    wins: int
+    is_anchor: bool = False
+    anchor_grade: str | None = None
+    projected_grade: str | None = None
+    grade_probabilities: dict[str, float] | None = None
+
+
+class ModelUsage(_Model):
+    provider: str
+    model: str
+    calls: int = 0
+    tokens: TokenUsage = TokenUsage()
+    cost_usd: float = 0.0
+
+
+class AssessmentResult(Envelope):
+    """The one result of a batch. Its id depends on the batch id only."""
+
+    event_type: Literal["assessment.result"] = "assessment.result"
+    status: BatchStatus
+    stop_reason: str
+    essays: list[EssayResult]
+    grade_scale: str | None = None
+    grade_cut_points: list[float] | None = None
+    reliability_ssr: float | None = None
+    position_effect: float | None = None
+    position_effect_se: float | None = None
+    comparisons_valid: int
+    comparisons_errored: int
+    errors_by_kind: dict[str, int] = {}
+    completion_target: int = Field(description="min(budget, repeats x n(n-1)/2)")
+    duration_s: float = Field(ge=0)
+    cost_usd: float = 0.0
+    usage: list[ModelUsage] = []
+    strays: int = 0
+    duplicates: int = 0
+
+    @staticmethod
+    def id_for(batch_id: str) -> str:
+        return deterministic_id("assessment.result", batch_id)
+
+
+class ResourceUsage(Envelope):
+    """LLM usage of one finished batch, per provider and model."""
+
+    event_type: Literal["resource.usage"] = "resource.usage"
+    usage: list[ModelUsage]
+
+    @staticmethod
+    def id_for(batch_id: str) -> str:
+        return deterministic_id("resource.usage", batch_id)
+
+
+class DeadLetter(Envelope):
+    """Input that could not be used, kept whole with where it came from and why."""
+
+    event_type: Literal["deadletter"] = "deadletter"
+    reason: str = Field(max_length=2000)
+    source: str = Field(description="Topic or component the input came from.")
+    partition: int | None = None
+    offset: int | None = None
+    original: str = Field(description="The original bytes, base64.")
+    original_event_type: str | None = None
+
+    @classmethod
+    def create(
+        cls, batch_id: str | None, reason: str, source: str, original: bytes, **kw: object
+    ) -> DeadLetter:
+        import base64
+
+        return cls(
+            event_id=deterministic_id("deadletter", source, kw.get("partition"), kw.get("offset"), original, reason),
+            batch_id=batch_id or "-",
+            reason=reason[:2000],
+            source=source,
+            original=base64.b64encode(original).decode(),
+            **kw,  # type: ignore[arg-type]
+        )
+
+
+InboundEvent = Annotated[
+    Union[BatchOpened, EssaySubmitted, Judgement], Field(discriminator="event_type")
+]
+INBOUND = TypeAdapter(InboundEvent)
+REQUEST_EVENT = TypeAdapter(
+    Annotated[Union[BatchOpened, EssaySubmitted], Field(discriminator="event_type")]
+)
+
+ALL_EVENTS: dict[str, type[Envelope]] = {
+    "batch_opened": BatchOpened,
+    "essay_submitted": EssaySubmitted,
+    "comparison_requested": ComparisonRequested,
+    "judgement": Judgement,
+    "assessment_result": AssessmentResult,
+    "resource_usage": ResourceUsage,
+    "dead_letter": DeadLetter,
+}

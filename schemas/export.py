@@ -1,0 +1,31 @@
+"""Export the events' JSON Schemas to `schemas/json/` (checked in; a test keeps them in sync)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from schemas.events import ALL_EVENTS
+
+JSON_DIR = Path(__file__).parent / "json"
+
+
+def render_schemas() -> dict[str, str]:
+    """File name -> JSON text for every event model."""
+    out = {}
+    for name, model in ALL_EVENTS.items():
+        schema = model.model_json_schema(mode="serialization")
+        schema["$id"] = f"https://cjflow.dev/schemas/{name}.v1.json"
+        schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+        out[f"{name}.schema.json"] = json.dumps(schema, indent=2, sort_keys=True) + "\n"
+    return out
+
+
+def export_schemas(directory: Path = JSON_DIR) -> list[Path]:
+    directory.mkdir(parents=True, exist_ok=True)
+    written = []
+    for fname, text in render_schemas().items():
+        path = directory / fname
+        path.write_text(text)
+        written.append(path)
+    return written

@@ -1,0 +1,1 @@
+"""Where results go: SQL tables (SQLite embedded, Postgres in production) and Kafka."""

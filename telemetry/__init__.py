@@ -1,0 +1,1 @@
+"""Prometheus metrics and the HTTP endpoint that serves them."""

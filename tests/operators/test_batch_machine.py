@@ -1,0 +1,201 @@
+"""The batch state machine, driven directly with events and a clock."""
+
+from __future__ import annotations
+
+import pickle
+from datetime import datetime, timedelta, timezone
+
+import numpy as np
+from scipy.stats import spearmanr
+
+from operators.batch_machine import BatchMachine
+from schemas import (
+    AssessmentResult,
+    BatchOpened,
+    BatchSettings,
+    ComparisonRequested,
+    DeadLetter,
+    ErrorKind,
+    EssaySubmitted,
+    Judgement,
+    ResourceUsage,
+    TokenUsage,
+)
+
+T0 = datetime(2026, 1, 1, tzinfo=timezone.utc)
+
+
+def open_batch(n=6, bid="b1", anchors=None, **settings):
+    m = BatchMachine(bid)
+    s = BatchSettings(**{"in_flight": 4, "budget": 60, **settings})
+    out = m.handle(BatchOpened.create(bid, n, settings=s, grade_scale="swedish_8_anchor", occurred_at=T0), T0)
+    for i in range(n):
+        grade = (anchors or {}).get(i)
+        out += m.handle(EssaySubmitted.create(bid, f"e{i}", f"essay {i} [q={i}]", anchor_grade=grade), T0)
+    return m, out
+
+
+def answer(req: ComparisonRequested, at=T0, **kw):
+    qa = int(req.essay_a.essay_id[1:])
+    qb = int(req.essay_b.essay_id[1:])
+    kw.setdefault("winner", "A" if qa > qb else "B")
+    return Judgement.for_request(req, provider="test", model="m", occurred_at=at, **kw)
+
+
+def requests(out):
+    return [e for e in out if isinstance(e, ComparisonRequested)]
+
+
+def run_to_end(m, out, now=T0):
+    pending = requests(out)
+    results = [e for e in out if isinstance(e, AssessmentResult)]
+    while pending:
+        req = pending.pop(0)
+        now += timedelta(milliseconds=10)
+        new = m.handle(answer(req, at=now), now)
+        pending += requests(new)
+        results += [e for e in new if isinstance(e, AssessmentResult)]
+    return results
+
+
+def test_collects_then_keeps_k_in_flight():
+    m, out = open_batch(n=6, in_flight=4)
+    assert m.phase == "comparing"
+    reqs = requests(out)
+    assert len(reqs) == 4
+    assert len({r.comparison_id for r in reqs}) == 4
+
+
+def test_runs_to_exactly_one_result_with_the_true_order():
+    m, out = open_batch(n=8, budget=200, max_mean_se=0.8)
+    results = run_to_end(m, out)
+    assert len(results) == 1
+    r = results[0]
+    assert r.event_id == AssessmentResult.id_for("b1")
+    assert r.status.value == "completed"
+    order = [int(e.essay_id[1:]) for e in sorted(r.essays, key=lambda e: e.rank)]
+    assert spearmanr(order, sorted(order, reverse=True)).statistic > 0.9
+    assert r.comparisons_valid == sum(e.comparisons for e in r.essays) // 2
+    assert m.phase == "done"
+
+
+def test_strays_and_duplicates_are_dropped_and_counted():
+    m, out = open_batch(n=4, budget=3, in_flight=3)
+    reqs = requests(out)
+    first = answer(reqs[0])
+    m.handle(first, T0)
+    assert m.handle(first, T0) == []  # duplicate delivery
+    assert m.duplicates == 1
+    outs = m.handle(answer(reqs[1]), T0) + m.handle(answer(reqs[2]), T0)
+    assert [type(e) for e in outs if isinstance(e, AssessmentResult)] == [AssessmentResult]
+    assert m.handle(answer(reqs[0]), T0) == []  # after done: stray
+    assert m.strays == 1
+
+
+def test_errors_never_count_and_are_reissued_then_recorded():
+    m, out = open_batch(n=4, budget=6, in_flight=1, max_attempts=2)
+    req = requests(out)[0]
+    new = m.handle(answer(req, winner="error", error_kind=ErrorKind.OVERLOADED), T0)
+    again = requests(new)
+    assert len(again) == 1 and again[0].comparison_id == req.comparison_id and again[0].attempt == 2
+    new = m.handle(answer(again[0], winner="error", error_kind=ErrorKind.OVERLOADED), T0)
+    nxt = requests(new)
+    assert nxt and nxt[0].comparison_id != req.comparison_id  # gave up on it, asked another pair
+    results = run_to_end(m, new)
+    r = results[0]
+    assert r.comparisons_errored == 1
+    assert r.errors_by_kind == {"overloaded": 2}
+    assert r.comparisons_valid == 6
+
+
+def test_non_retryable_error_is_not_reissued():
+    m, out = open_batch(n=4, in_flight=1)
+    req = requests(out)[0]
+    new = m.handle(answer(req, winner="error", error_kind=ErrorKind.AUTH), T0)
+    assert all(r.comparison_id != req.comparison_id for r in requests(new))
+
+
+def test_deadline_expiry_reissues_a_new_attempt():
+    m, out = open_batch(n=4, in_flight=2, comparison_timeout_s=30)
+    assert m.next_timer() == T0 + timedelta(seconds=30)
+    new = m.on_timer(T0 + timedelta(seconds=31))
+    attempts = sorted(r.attempt for r in requests(new))
+    assert attempts == [2, 2]
+    late = answer(requests(out)[0])  # attempt 1 answered late: still a valid answer
+    assert late in m.handle(late, T0 + timedelta(seconds=32))
+
+
+def test_bad_essays_go_to_dead_letters_and_the_batch_goes_on():
+    m = BatchMachine("b2")
+    m.handle(BatchOpened.create("b2", 4, grade_scale="swedish_8_anchor", occurred_at=T0), T0)
+    outs = []
+    outs += m.handle(EssaySubmitted.create("b2", "a", "fine text"), T0)
+    outs += m.handle(EssaySubmitted.create("b2", "a", "again"), T0)
+    outs += m.handle(EssaySubmitted.create("b2", "b", "   "), T0)
+    outs += m.handle(EssaySubmitted.create("b2", "c", "graded", anchor_grade="Z"), T0)
+    reasons = [d.reason for d in outs if isinstance(d, DeadLetter)]
+    assert reasons[0] == "duplicate essay id"
+    assert reasons[1] == "empty essay text"
+    assert reasons[2].startswith("unknown anchor grade")
+    assert m.phase == "collecting"
+    outs = m.handle(EssaySubmitted.create("b2", "d", "another fine text"), T0)
+    assert m.phase == "comparing" and requests(outs)
+
+
+def test_judgement_for_unknown_batch_is_a_dead_letter():
+    m = BatchMachine("ghost")
+    _, out = open_batch(n=3, bid="ghost")
+    out = m.handle(answer(requests(out)[0]), T0)
+    assert isinstance(out[0], DeadLetter) and out[0].reason == "judgement for an unknown batch"
+    assert m.is_unknown  # the operator discards it
+
+
+def test_essay_for_finished_batch_is_a_dead_letter():
+    m, out = open_batch(n=3, budget=3, in_flight=3)
+    run_to_end(m, out)
+    dl = m.handle(EssaySubmitted.create("b1", "late", "text"), T0)
+    assert isinstance(dl[0], DeadLetter) and dl[0].reason == "essay for a finished batch"
+
+
+def test_snapshot_restore_resumes_identically():
+    m, out = open_batch(n=6, budget=40)
+    reqs = requests(out)
+    for r in reqs[:2]:
+        reqs += requests(m.handle(answer(r), T0))
+    snap = pickle.loads(pickle.dumps(m.snapshot()))
+    twin = BatchMachine.restore(snap)
+    rest = reqs[2:]
+    a = run_to_end(m, rest)
+    b = run_to_end(twin, rest)
+    assert len(a) == len(b) == 1
+    assert a[0] == b[0]  # same id, same content
+
+
+def test_snapshot_of_a_finished_batch_is_a_small_tombstone():
+    m, out = open_batch(n=6, budget=20)
+    run_to_end(m, out)
+    snap = m.snapshot()
+    assert snap["essays"] == [] and snap["comps"] == []
+    assert len(pickle.dumps(snap)) < 1000
+    assert BatchMachine.restore(snap).handle(answer(requests(out)[0]), T0) == []
+
+
+def test_usage_and_cost_totals_reach_the_result():
+    m, out = open_batch(n=3, budget=3, in_flight=3)
+    res = []
+    for r in requests(out):
+        res += m.handle(answer(r, tokens=TokenUsage(input=100, output=10), cost_usd=0.001), T0)
+    result = next(e for e in res if isinstance(e, AssessmentResult))
+    usage = next(e for e in res if isinstance(e, ResourceUsage))
+    assert result.cost_usd == usage.usage[0].cost_usd == 0.003
+    assert usage.usage[0].tokens.input == 300 and usage.usage[0].calls == 3
+
+
+def test_anchors_give_projected_grades():
+    m, out = open_batch(n=10, budget=150, anchors={1: "E", 4: "D", 7: "C", 9: "A"})
+    r = run_to_end(m, out)[0]
+    by_id = {e.essay_id: e for e in r.essays}
+    assert by_id["e9"].anchor_grade == "A"
+    assert all(e.projected_grade for e in r.essays)
+    assert abs(sum(by_id["e5"].grade_probabilities.values()) - 1) < 1e-5
+    assert r.grade_cut_points and np.all(np.diff(r.grade_cut_points) >= 0)

@@ -1,0 +1,34 @@
+"""Plug-in judges for tests: they decide by a hidden quality marker `[q=N]` in the text."""
+
+import re
+
+CALLS = []
+
+
+def _q(text: str) -> int:
+    m = re.search(r"\[q=(\d+)\]", text)
+    return int(m.group(1)) if m else 0
+
+
+def by_marker(essay_a: str, essay_b: str) -> str:
+    CALLS.append((essay_a, essay_b))
+    return "A" if _q(essay_a) >= _q(essay_b) else "B"
+
+
+def shortest_wins(essay_a: str, essay_b: str) -> dict:
+    return {"winner": "A" if len(essay_a) <= len(essay_b) else "B", "confidence": 0.9, "justification": "shorter"}
+
+
+async def async_by_marker(essay_a: str, essay_b: str, assignment: str = "") -> str:
+    return "A" if _q(essay_a) >= _q(essay_b) else "B"
+
+
+def broken(essay_a: str, essay_b: str) -> str:
+    raise RuntimeError("plug-in bug")
+
+
+def bad_output(essay_a: str, essay_b: str) -> str:
+    return "maybe"
+
+
+NOT_CALLABLE = 3
