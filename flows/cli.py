@@ -12,7 +12,7 @@ from flows.folder import InputError
 
 # Modules adding subcommands: each has `add_commands(subparsers)`; a parser it adds sets
 # `handler=fn(args) -> int` with set_defaults. Raise InputError for bad user input.
-COMMAND_MODULES: tuple[str, ...] = ()
+COMMAND_MODULES: tuple[str, ...] = ("flows.kafka_cli",)
 
 
 def _assess_parser(sub: argparse._SubParsersAction) -> None:
@@ -25,7 +25,7 @@ def _assess_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--model", help="provider model (default per provider)")
     p.add_argument("--budget", type=int, default=None, help="maximum valid comparisons")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--pairing", choices=["adaptive", "random"], default="adaptive")
+    p.add_argument("--pairing", choices=["adaptive", "random"], default=None)
     p.add_argument("--in-flight", type=int, default=None, help="comparisons in flight")
     p.add_argument("--max-se", type=float, default=None, help="precision target: mean SE")
     p.add_argument("--out", type=Path, default=Path("cjflow-out"), help="output folder")
@@ -74,10 +74,11 @@ def cmd_schemas(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_assess(args: argparse.Namespace) -> int:
+def prepare_batch(args: argparse.Namespace) -> tuple[str, list, "BatchSettings"]:
+    """Folder + anchors + options -> (batch id, batch events, settings); InputError if bad."""
     from cj.grading import GradingError
     from cj.scales import get_scale
-    from flows.folder import batch_id_for, read_anchors, read_essays
+    from flows.folder import FolderBatch, batch_id_for, read_anchors, read_essays
     from schemas import BatchSettings
 
     essays = read_essays(args.folder)
@@ -96,36 +97,38 @@ def cmd_assess(args: argparse.Namespace) -> int:
             assignment = args.assignment.read_text(encoding="utf-8").strip()
         except (OSError, UnicodeDecodeError) as exc:
             raise InputError(f"cannot read assignment {args.assignment}: {exc}") from None
-    overrides = {
-        k: v
-        for k, v in dict(
-            budget=args.budget, in_flight=args.in_flight, max_mean_se=args.max_se
-        ).items()
-        if v is not None
-    }
     if args.budget is not None and args.budget < 1:
         raise InputError("--budget must be at least 1")
-    settings = BatchSettings(
-        seed=args.seed, pairing=args.pairing, judge_provider=args.judge, judge_model=args.model, **overrides
+    options = dict(
+        budget=args.budget,
+        in_flight=getattr(args, "in_flight", None),
+        max_mean_se=getattr(args, "max_se", None),
+        pairing=getattr(args, "pairing", None),
     )
-    judge = _build_judge(args.judge, args.model)
+    settings = BatchSettings(
+        seed=args.seed, judge_provider=args.judge, judge_model=args.model,
+        **{k: v for k, v in options.items() if v is not None},
+    )
     batch_id = args.batch_id or batch_id_for(args.folder, essays, anchors, settings)
-    from flows.folder import FolderBatch
-
     events = FolderBatch(batch_id, essays, anchors).events(settings, scale_name, assignment)
-    args.out.mkdir(parents=True, exist_ok=True)
-    db_url = args.db or f"sqlite:///{(args.out / 'cjflow.sqlite3').resolve()}"
+    return batch_id, events, settings
+
+
+def cmd_assess(args: argparse.Namespace) -> int:
+    from cj.stopping import StopRule, completion_target
+    from flows.embedded import run_embedded
+    from flows.output import ranking_table, write_results
     from sinks.sql import create_schema, make_engine
 
+    batch_id, events, settings = prepare_batch(args)
+    judge = _build_judge(args.judge, args.model)
+    args.out.mkdir(parents=True, exist_ok=True)
+    db_url = args.db or f"sqlite:///{(args.out / 'cjflow.sqlite3').resolve()}"
     engine = make_engine(db_url)
     create_schema(engine)
     engine.dispose()
-
-    from cj.stopping import StopRule, completion_target
-    from flows.embedded import run_embedded
-
     target = completion_target(
-        len(essays),
+        len(events) - 1,
         StopRule(budget=settings.budget, max_mean_se=settings.max_mean_se, min_ssr=settings.min_ssr,
                  min_per_essay=settings.min_per_essay, max_repeats=settings.max_repeats),
     )
@@ -137,8 +140,6 @@ def cmd_assess(args: argparse.Namespace) -> int:
     if result is None:
         reasons = "; ".join(d.reason for d in collector.dead_letters) or "no result"
         raise InputError(f"batch {batch_id} did not finish: {reasons}")
-    from flows.output import ranking_table, write_results
-
     json_path, csv_path = write_results(result, args.out)
     print(ranking_table(result))
     print(f"\nbatch {batch_id}: {time.perf_counter() - started:.2f} s; wrote {json_path}, {csv_path}, {db_url}")

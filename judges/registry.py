@@ -6,7 +6,6 @@ import hashlib
 import time
 
 from judges.base import Judge
-from judges.offline import offline_verdict
 from judges.plugin import PluginJudge
 from schemas import ComparisonRequested, Judgement
 
@@ -19,9 +18,14 @@ class OfflineJudge:
     provider = "offline"
     model = "surface-features-v1"
 
+    def __init__(self) -> None:
+        from judges.offline import offline_verdict
+
+        self._verdict = offline_verdict
+
     async def judge(self, request: ComparisonRequested) -> Judgement:
         started = time.perf_counter()
-        winner, confidence, why = offline_verdict(request.essay_a.text, request.essay_b.text)
+        winner, confidence, why = self._verdict(request.essay_a.text, request.essay_b.text)
         return Judgement.for_request(
             request,
             winner=winner,

@@ -10,7 +10,9 @@ from bytewax.dataflow import operator
 from bytewax.operators import KeyedStream, StatefulLogic
 
 from operators.batch_machine import BatchMachine, Inbound, Outbound
-from schemas import utc_now
+from operators.codec import reason_label
+from schemas import AssessmentResult, ComparisonRequested, DeadLetter, Judgement, utc_now
+from telemetry import metrics as m
 
 
 class AssessLogic(StatefulLogic[Inbound, Outbound, dict]):
@@ -20,21 +22,31 @@ class AssessLogic(StatefulLogic[Inbound, Outbound, dict]):
     def __init__(self, snapshot: dict | None):
         # Bytewax's builder gets no key: a new machine takes its batch id from its first event.
         self.machine = BatchMachine.restore(snapshot) if snapshot else BatchMachine("")
+        self._open = False
+        self._track_open()
 
     def on_item(self, value: Inbound) -> tuple[Iterable[Outbound], bool]:
-        if not self.machine.batch_id:
-            self.machine.batch_id = value.batch_id
-        out = self.machine.handle(value, utc_now())
-        return out, self.machine.is_unknown
+        mc = self.machine
+        if not mc.batch_id:
+            mc.batch_id = value.batch_id
+        strays, dups = mc.strays, mc.duplicates
+        if isinstance(value, Judgement):
+            m.JUDGEMENTS_RECEIVED.labels("valid" if value.is_valid else "error").inc()
+        out = mc.handle(value, utc_now())
+        if mc.strays > strays:
+            m.STRAYS.inc(mc.strays - strays)
+        if mc.duplicates > dups:
+            m.DUPLICATES.inc(mc.duplicates - dups)
+        return self._observe(out), self._discard()
 
     def on_notify(self) -> tuple[Iterable[Outbound], bool]:
         now = utc_now()
         if self.machine.expired(now):
             return [], StatefulLogic.DISCARD
-        return self.machine.on_timer(now), StatefulLogic.RETAIN
+        return self._observe(self.machine.on_timer(now)), StatefulLogic.RETAIN
 
     def on_eof(self) -> tuple[Iterable[Outbound], bool]:
-        return [], self.machine.is_unknown
+        return [], self._discard()
 
     def notify_at(self) -> datetime | None:
         return self.machine.next_timer()
@@ -42,10 +54,37 @@ class AssessLogic(StatefulLogic[Inbound, Outbound, dict]):
     def snapshot(self) -> dict:
         return self.machine.snapshot()
 
+    def _discard(self) -> bool:
+        if self.machine.is_unknown:
+            self._track_open(force_closed=True)
+            return StatefulLogic.DISCARD
+        return StatefulLogic.RETAIN
+
+    def _track_open(self, force_closed: bool = False) -> None:
+        is_open = not force_closed and self.machine.phase != "done" and self.machine.opened is not None
+        if is_open != self._open:
+            m.ACTIVE_BATCHES.inc(1 if is_open else -1)
+            self._open = is_open
+
+    def _observe(self, out: list[Outbound]) -> list[Outbound]:
+        for ev in out:
+            if isinstance(ev, ComparisonRequested):
+                m.COMPARISONS_REQUESTED.labels("new" if ev.attempt == 1 else "retry").inc()
+            elif isinstance(ev, DeadLetter):
+                m.DEAD_LETTERS.labels(reason_label(ev.reason)).inc()
+            elif isinstance(ev, AssessmentResult):
+                m.BATCHES_FINISHED.labels(ev.status.value, ev.stop_reason).inc()
+                m.BATCH_DURATION.observe(ev.duration_s)
+                m.COMPARISONS_PER_BATCH.observe(ev.comparisons_valid)
+                if ev.reliability_ssr is not None:
+                    m.BATCH_SSR.observe(ev.reliability_ssr)
+        self._track_open()
+        return out
+
 
 @operator
 def assess_batches(step_id: str, up: KeyedStream[Inbound]) -> KeyedStream[Outbound]:
-    """Run every batch's CJ state machine; emits requests, judgements accepted, results,
+    """Run every batch's CJ state machine; emits requests, accepted judgements, results,
     usage and dead letters, keyed by batch id.
 
     >>> # up: ("batch-1", BatchOpened(...)), ("batch-1", EssaySubmitted(...)), ...

@@ -109,8 +109,12 @@ class BatchMachine:
         self.last_at: datetime | None = None
         self.done_at: datetime | None = None
         self.stop: str | None = None
+        self.valid_order: list[int] = []  # seqs of valid comparisons, in the order answered
+        self.fit_n = 0  # the fit in use is over valid_order[:fit_n]: a function of history only
         self._fit: Fit | None = None
-        self._fit_valid = -1
+        self._fit_at = -1
+        self._in_flight = 0
+        self._n_error = 0
 
     # ---- inputs -------------------------------------------------------------------------
     def handle(self, event: Inbound, now: datetime) -> list[Outbound]:
@@ -224,6 +228,8 @@ class BatchMachine:
         out: list[Outbound] = [j]
         if j.is_valid:
             c.state, c.first_won = VALID, j.winner == "A"
+            self._in_flight -= 1
+            self.valid_order.append(seq)
         else:
             kind = j.error_kind or ErrorKind.JUDGE_ERROR
             self.errors_by_kind[kind.value] += 1
@@ -243,6 +249,8 @@ class BatchMachine:
             c.attempt += 1
             return [self._request(seq, c, now)]
         c.state = ERROR
+        self._in_flight -= 1
+        self._n_error += 1
         return []
 
     def _advance(self, now: datetime) -> list[Outbound]:
@@ -250,9 +258,8 @@ class BatchMachine:
         assert self.opened is not None
         s = self.opened.settings
         n = len(self.essays)
-        n_valid = sum(1 for c in self.comps if c.state == VALID)
-        in_flight = sum(1 for c in self.comps if c.state == FLIGHT)
-        n_error = sum(1 for c in self.comps if c.state == ERROR)
+        n_valid = len(self.valid_order)
+        in_flight, n_error = self._in_flight, self._n_error
         fit = self.fit(fresh=False)
         want = min(s.in_flight - in_flight, s.budget - n_valid - in_flight)
         out: list[Outbound] = []
@@ -271,11 +278,12 @@ class BatchMachine:
                 self.comps.append(c)
                 out.append(self._request(seq, c, now))
                 in_flight += 1
+        self._in_flight = in_flight
         if n_error >= s.budget:
             return out + self._finish("too_many_errors", now)
         valid_per_essay = self._valid_per_essay()
         reason = stop_reason(self._rule(), n, valid_per_essay, n_valid, fit, pairs_left)
-        if reason is not None and self._fit_valid != n_valid:  # confirm on a fresh fit
+        if reason is not None and self.fit_n != n_valid:  # confirm on a fresh fit
             reason = stop_reason(self._rule(), n, valid_per_essay, n_valid, self.fit(fresh=True), pairs_left)
         if reason is None and in_flight == 0:
             reason = "no_informative_pairs"  # nothing in flight and nothing left to ask
@@ -314,8 +322,8 @@ class BatchMachine:
             min_per_essay=s.min_per_essay, max_repeats=s.max_repeats,
         )
 
-    def _valid_arrays(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        valid = [c for c in self.comps if c.state == VALID]
+    def _valid_arrays(self, upto: int | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        valid = [self.comps[q] for q in self.valid_order[:upto]]
         first = np.fromiter((c.first for c in valid), dtype=np.int64, count=len(valid))
         second = np.fromiter((c.second for c in valid), dtype=np.int64, count=len(valid))
         won = np.fromiter((c.first_won for c in valid), dtype=bool, count=len(valid))
@@ -326,16 +334,24 @@ class BatchMachine:
         n = len(self.essays)
         return np.bincount(first, minlength=n) + np.bincount(second, minlength=n)
 
+    def _refit_every(self, n_valid: int) -> int:
+        """Refit on every judgement early on, then every few: a 1,000-essay fit costs ms."""
+        n = len(self.essays)
+        return max(1, min(n // 4, n_valid // 25))
+
     def fit(self, fresh: bool = True) -> Fit | None:
-        """The BT fit; refitted when `fresh` or when enough new judgements arrived."""
+        """The BT fit over the first `fit_n` valid judgements, advanced to all of them when
+        `fresh` or when enough new ones arrived. It depends only on the judgement history,
+        so a batch resumed from a snapshot makes the same choices as the original run."""
         n = len(self.essays)
         if n < 2:
             return None
-        first, second, won = self._valid_arrays()
-        stale = len(first) - self._fit_valid
-        if self._fit is None or (stale > 0 and (fresh or stale >= max(1, n // 50))):
-            self._fit = fit_bt(n, first, second, won, initial=self._fit)
-            self._fit_valid = len(first)
+        n_valid = len(self.valid_order)
+        if fresh or n_valid - self.fit_n >= self._refit_every(n_valid):
+            self.fit_n = n_valid
+        if self._fit is None or self._fit_at != self.fit_n:
+            self._fit = fit_bt(n, *self._valid_arrays(self.fit_n), initial=self._fit)
+            self._fit_at = self.fit_n
         return self._fit
 
     # ---- result -----------------------------------------------------------------------------
@@ -348,7 +364,7 @@ class BatchMachine:
         n = len(self.essays)
         first, second, won = self._valid_arrays()
         n_valid = len(first)
-        n_err = sum(1 for c in self.comps if c.state == ERROR)
+        n_err = self._n_error
         essays: list[EssayResult] = []
         cuts_list: list[float] | None = None
         scale = self._scale(self.opened)
@@ -469,6 +485,8 @@ class BatchMachine:
             "early": [e.model_dump_json() for e in self.early],
             "rejected": self.rejected,
             "comps": [] if done else [(c.first, c.second, c.attempt, c.deadline, c.state, c.first_won) for c in self.comps],
+            "order": [] if done else self.valid_order,
+            "fit_n": self.fit_n,
             "errors": dict(self.errors_by_kind),
             "usage": [[p, m, *u] for (p, m), u in self.usage.items()],
             "strays": self.strays,
@@ -491,6 +509,9 @@ class BatchMachine:
         m.early = [EssaySubmitted.model_validate_json(e) for e in snap["early"]]
         m.rejected = snap["rejected"]
         m.comps = [Comparison(*c) for c in snap["comps"]]
+        m.valid_order, m.fit_n = list(snap["order"]), snap["fit_n"]
+        m._in_flight = sum(1 for c in m.comps if c.state == FLIGHT)
+        m._n_error = sum(1 for c in m.comps if c.state == ERROR)
         m.errors_by_kind = Counter(snap["errors"])
         m.usage = {(u[0], u[1]): list(u[2:]) for u in snap["usage"]}
         m.strays, m.duplicates = snap["strays"], snap["duplicates"]
