@@ -30,7 +30,7 @@ def build_flow(settings: Settings | None = None) -> Dataflow:
     to_kafka = op.filter_map(
         "to_kafka",
         everything,
-        lambda e: (lambda topic: kafka_io.to_message(e, topic) if topic else None)(kafka_io.topic_for(e, settings)),
+        lambda e: (lambda topic: kafka_io.to_message(e, topic) if topic else None)(kafka_io.assessment_topic(e, settings)),
     )
     op.output("kafka", to_kafka, kafka_io.sink(settings))
     if settings.database_url:

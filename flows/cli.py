@@ -12,7 +12,7 @@ from flows.folder import InputError
 
 # Modules adding subcommands: each has `add_commands(subparsers)`; a parser it adds sets
 # `handler=fn(args) -> int` with set_defaults. Raise InputError for bad user input.
-COMMAND_MODULES: tuple[str, ...] = ("flows.kafka_cli",)
+COMMAND_MODULES: tuple[str, ...] = ("flows.kafka_cli", "flows.db_cli")
 
 
 def _assess_parser(sub: argparse._SubParsersAction) -> None:

@@ -49,7 +49,7 @@ def build_flow(settings: Settings | None = None) -> Dataflow:
     judged = op.key_rm("unkey", judge_comparisons("judge", sharded, JudgePool()))
     out = op.merge("all", judged, bad)
     op.output(
-        "kafka", op.map("to_kafka", out, lambda e: kafka_io.to_message(e, kafka_io.topic_for(e, settings) or t.deadletter)),
+        "kafka", op.map("to_kafka", out, lambda e: kafka_io.to_message(e, kafka_io.judge_topic(e, settings))),
         kafka_io.sink(settings),
     )
     return flow

@@ -45,12 +45,12 @@ def decoded(step_id: str, flow_in: Stream[Any], adapter: TypeAdapter[Any]) -> St
     return op.map(step_id, flow_in, _one)
 
 
-def topic_for(event: Envelope, settings: Settings) -> str | None:
+def assessment_topic(event: Envelope, settings: Settings) -> str | None:
+    """Where the assessment flow publishes an event; None for records kept to the database
+    (batches, essays and the judgements it accepted, which came from Kafka already)."""
     t = settings.topics
     if isinstance(event, ComparisonRequested):
         return t.comparison_requests
-    if isinstance(event, Judgement):
-        return t.comparison_results
     if isinstance(event, AssessmentResult):
         return t.results
     if isinstance(event, ResourceUsage):
@@ -58,6 +58,11 @@ def topic_for(event: Envelope, settings: Settings) -> str | None:
     if isinstance(event, DeadLetter):
         return t.deadletter
     return None
+
+
+def judge_topic(event: Envelope, settings: Settings) -> str:
+    """Judgements go to the comparison results topic, anything else to the dead letters."""
+    return settings.topics.comparison_results if isinstance(event, Judgement) else settings.topics.deadletter
 
 
 def to_message(event: Envelope, topic: str) -> KafkaSinkMessage[bytes, bytes]:
