@@ -1,0 +1,400 @@
+"""Position-aware Bradley-Terry model: MAP fit, standard errors, reliability and misfit.
+
+The model is P(essay shown first wins) = sigmoid(theta[first] - theta[second] + delta),
+where delta is the judge's position effect. A Gaussian prior on theta identifies the scale
+and keeps all-wins essays finite; a weak Gaussian prior on delta keeps it finite when every
+judgement went the same way.
+
+References: Bradley & Terry (1952); Pollitt (2012), "The method of Adaptive Comparative
+Judgement"; Bramley (2015), "Investigating the reliability of Adaptive Comparative
+Judgement"; Wright & Masters (1982) for infit/outfit mean squares.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import scipy.linalg
+
+__all__ = [
+    "Fit",
+    "fit_bt",
+    "scale_separation_reliability",
+    "comparison_counts",
+    "misfit",
+    "win_probability",
+]
+
+# Newton steps are capped elementwise: the log-posterior is concave, but a full step from a
+# poor start (e.g. a warm start from a fit before many new judgements) can overshoot.
+_MAX_STEP = 5.0
+
+
+@dataclass(frozen=True)
+class Fit:
+    """Result of a Bradley-Terry MAP fit.
+
+    Attributes
+    ----------
+    theta : (n,) MAP abilities on the logit scale (prior mean 0).
+    se : (n,) posterior standard errors, sqrt(diag(H^-1)) of the negative log-posterior.
+    delta : position effect: log-odds advantage of the essay shown first ("A").
+        0.0 when not fitted.
+    delta_se : its standard error (0.0 when not fitted).
+    ssr : scale separation reliability, see `scale_separation_reliability`.
+    infit, outfit : (n,) information-weighted and unweighted mean squares; nan for an essay
+        without comparisons. Expected value 1; well above 1 flags an essay judged
+        inconsistently.
+    iterations : Newton iterations used.
+    converged : whether the largest Newton step fell below `tol` within `max_iter`.
+    """
+
+    theta: np.ndarray
+    se: np.ndarray
+    delta: float
+    delta_se: float
+    ssr: float
+    infit: np.ndarray
+    outfit: np.ndarray
+    iterations: int
+    converged: bool
+
+    @property
+    def n_items(self) -> int:
+        return int(self.theta.shape[0])
+
+
+def _sigmoid(x: np.ndarray) -> np.ndarray:
+    # scipy.special.expit is numerically safe for large |x|.
+    from scipy.special import expit
+
+    return np.asarray(expit(x), dtype=float)
+
+
+def win_probability(theta_first: np.ndarray | float, theta_second: np.ndarray | float, delta: float = 0.0) -> np.ndarray:
+    """P(the essay shown first wins) under the fitted model."""
+    return _sigmoid(np.asarray(theta_first, dtype=float) - np.asarray(theta_second, dtype=float) + delta)
+
+
+def _check_data(
+    n_items: int, first: np.ndarray, second: np.ndarray, first_won: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    if n_items < 0:
+        raise ValueError(f"n_items must be >= 0, got {n_items}")
+    f = np.asarray(first)
+    s = np.asarray(second)
+    y = np.asarray(first_won)
+    if f.ndim != 1 or s.ndim != 1 or y.ndim != 1:
+        raise ValueError("first, second and first_won must be 1-D arrays")
+    if not (f.shape == s.shape == y.shape):
+        raise ValueError(f"first, second and first_won differ in length: {f.shape[0]}, {s.shape[0]}, {y.shape[0]}")
+    if f.size:
+        if not (np.issubdtype(f.dtype, np.integer) and np.issubdtype(s.dtype, np.integer)):
+            raise ValueError("first and second must be integer index arrays")
+        lo = min(int(f.min()), int(s.min()))
+        hi = max(int(f.max()), int(s.max()))
+        if lo < 0 or hi >= n_items:
+            raise ValueError(f"essay index out of range [0, {n_items}): found {lo if lo < 0 else hi}")
+        if np.any(f == s):
+            raise ValueError("an essay cannot be compared with itself")
+    return f.astype(np.intp, copy=False), s.astype(np.intp, copy=False), y.astype(float)
+
+
+def comparison_counts(n_items: int, first: np.ndarray, second: np.ndarray, first_won: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Comparisons and wins per essay.
+
+    Returns
+    -------
+    comparisons, wins : (n,) int arrays.
+    """
+    f, s, y = _check_data(n_items, first, second, first_won)
+    comps = np.bincount(f, minlength=n_items) + np.bincount(s, minlength=n_items)
+    wins = np.bincount(f, weights=y, minlength=n_items) + np.bincount(s, weights=1.0 - y, minlength=n_items)
+    return comps.astype(np.int64), np.rint(wins).astype(np.int64)
+
+
+def scale_separation_reliability(theta: np.ndarray, se: np.ndarray) -> float:
+    """Scale separation reliability SSR = (var(theta) - mean(se^2)) / var(theta).
+
+    The share of the observed spread of abilities that is not measurement error (Bramley,
+    2015). Population variance (ddof=0) is used; the result is clipped to [0, 1], and is 0
+    when there are fewer than two essays or no spread. Adaptive pairing inflates SSR, so
+    judge pairing strategies by recovery of a known order in simulation, not by SSR.
+    """
+    t = np.asarray(theta, dtype=float)
+    e = np.asarray(se, dtype=float)
+    if t.size < 2:
+        return 0.0
+    var = float(np.var(t))
+    if not np.isfinite(var) or var <= 1e-12:
+        return 0.0
+    ssr = (var - float(np.mean(e**2))) / var
+    return float(min(1.0, max(0.0, ssr)))
+
+
+def misfit(
+    n_items: int, first: np.ndarray, second: np.ndarray, first_won: np.ndarray, theta: np.ndarray, delta: float = 0.0
+) -> tuple[np.ndarray, np.ndarray]:
+    """Per-essay infit and outfit mean squares.
+
+    For each judgement the squared standardised residual is (y - p)^2 / (p(1-p)); outfit is
+    its mean over an essay's judgements (sensitive to surprising outcomes against distant
+    essays), infit is sum (y - p)^2 / sum p(1-p) (weighted by information, so dominated by
+    close comparisons). Both are ~1 when the essay fits; nan without judgements.
+    """
+    f, s, y = _check_data(n_items, first, second, first_won)
+    th = np.asarray(theta, dtype=float)
+    p = _sigmoid(th[f] - th[s] + delta)
+    w = np.clip(p * (1.0 - p), 1e-12, None)
+    sq = (y - p) ** 2
+    z2 = sq / w
+    cnt = np.bincount(f, minlength=n_items) + np.bincount(s, minlength=n_items)
+    sum_z2 = np.bincount(f, weights=z2, minlength=n_items) + np.bincount(s, weights=z2, minlength=n_items)
+    sum_sq = np.bincount(f, weights=sq, minlength=n_items) + np.bincount(s, weights=sq, minlength=n_items)
+    sum_w = np.bincount(f, weights=w, minlength=n_items) + np.bincount(s, weights=w, minlength=n_items)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        outfit = np.where(cnt > 0, sum_z2 / np.maximum(cnt, 1), np.nan)
+        infit = np.where(cnt > 0, sum_sq / np.where(sum_w > 0, sum_w, 1.0), np.nan)
+    return infit, outfit
+
+
+def _start(n_items: int, initial: Fit | None) -> tuple[np.ndarray, float]:
+    theta = np.zeros(n_items)
+    delta = 0.0
+    if initial is not None:
+        prev = np.asarray(initial.theta, dtype=float)
+        if prev.shape[0] == n_items:
+            theta = prev.copy()
+        elif 0 < prev.shape[0] < n_items:
+            # Essays were added since: keep the old ones, start new ones at the prior mean.
+            theta[: prev.shape[0]] = prev
+        if np.isfinite(initial.delta):
+            delta = float(initial.delta)
+    return theta, delta
+
+
+def fit_bt(
+    n_items: int,
+    first: np.ndarray,
+    second: np.ndarray,
+    first_won: np.ndarray,
+    *,
+    prior_sd: float = 2.0,
+    delta_prior_sd: float = 1.0,
+    fit_delta: bool = True,
+    initial: Fit | None = None,
+    tol: float = 1e-8,
+    max_iter: int = 50,
+) -> Fit:
+    """MAP fit of the position-aware Bradley-Terry model by Newton's method.
+
+    Parameters
+    ----------
+    n_items : number of essays; indices in `first`/`second` are in [0, n_items).
+    first, second : (m,) int arrays, the essays shown first ("A") and second ("B").
+    first_won : (m,) bool array, True when the essay shown first won.
+    prior_sd : sd of the N(0, prior_sd^2) prior on each theta. It fixes the origin of the
+        scale, keeps essays with only wins or only losses finite, and makes disconnected
+        comparison graphs well posed. 2.0 suits typical CJ spreads on the logit scale.
+    delta_prior_sd : sd of the N(0, .) prior on the position effect (weak: 1 logit).
+    fit_delta : estimate the position effect; when False, delta is fixed at 0.
+    initial : previous fit to warm-start from (its theta if it has n_items essays, or
+        fewer essays, padded with 0 for new ones; and its delta).
+    tol : convergence when the largest absolute Newton step is below `tol`.
+    max_iter : Newton iteration cap.
+
+    Returns
+    -------
+    Fit : MAP estimates, posterior SEs from the inverse Hessian, SSR and misfit.
+
+    Raises
+    ------
+    ValueError : arrays of different lengths, indices out of range, or self-comparisons.
+
+    Notes
+    -----
+    The Hessian of the negative log-posterior is a weighted graph Laplacian plus the prior
+    precision, so it is positive definite and Newton converges in a handful of steps. It is
+    built densely with `np.bincount` on flat indices (no Python loop over judgements) and
+    solved by Cholesky; for 1,000 essays a factorisation takes a few milliseconds.
+    """
+    f, s, y = _check_data(n_items, first, second, first_won)
+    if prior_sd <= 0 or delta_prior_sd <= 0:
+        raise ValueError("prior_sd and delta_prior_sd must be > 0")
+    n = n_items
+    use_delta = bool(fit_delta)
+    if f.shape[0] == 0 or n == 0:
+        # Nothing observed: the posterior is the prior.
+        return Fit(
+            theta=np.zeros(n),
+            se=np.full(n, float(prior_sd)),
+            delta=0.0,
+            delta_se=float(delta_prior_sd) if use_delta else 0.0,
+            ssr=0.0,
+            infit=np.full(n, np.nan),
+            outfit=np.full(n, np.nan),
+            iterations=0,
+            converged=True,
+        )
+    problem = _Problem(n, f, s, y, 1.0 / prior_sd**2, 1.0 / delta_prior_sd**2, use_delta)
+    theta, delta = _start(n, initial)
+    x = np.append(theta, delta) if use_delta else theta
+    x, iterations, converged = _newton(problem, x, tol, max_iter)
+    cov_diag = _inverse_diagonal(problem.dense_hessian(x))
+    se_all = np.sqrt(np.maximum(cov_diag, 0.0))
+    theta = x[:n].copy()
+    delta = float(x[n]) if use_delta else 0.0
+    se = se_all[:n].copy()
+    infit, outfit = misfit(n, f, s, y.astype(bool), theta, delta)
+    return Fit(
+        theta=theta,
+        se=se,
+        delta=delta,
+        delta_se=float(se_all[n]) if use_delta else 0.0,
+        ssr=scale_separation_reliability(theta, se),
+        infit=infit,
+        outfit=outfit,
+        iterations=iterations,
+        converged=converged,
+    )
+
+
+# Below this many parameters a dense Cholesky per Newton step is cheaper than conjugate
+# gradients; above it (1,000 essays: ~10 ms per factorisation) CG steps cost ~1 ms.
+_DENSE_MAX_DIM = 300
+
+
+class _Problem:
+    """Negative log-posterior of the BT model: value, gradient, Hessian products."""
+
+    def __init__(
+        self, n: int, f: np.ndarray, s: np.ndarray, y: np.ndarray, prec: float, dprec: float, use_delta: bool
+    ) -> None:
+        self.n, self.f, self.s, self.y = n, f, s, y
+        self.prec, self.dprec, self.use_delta = prec, dprec, use_delta
+        self.dim = n + (1 if use_delta else 0)
+        lo, hi = np.minimum(f, s), np.maximum(f, s)
+        keys, self.pair_of = np.unique(lo * n + hi, return_inverse=True)
+        self.pair_lo, self.pair_hi = keys // n, keys % n
+        self.w = np.zeros(f.shape[0])
+
+    def split(self, x: np.ndarray) -> tuple[np.ndarray, float]:
+        return x[: self.n], (float(x[self.n]) if self.use_delta else 0.0)
+
+    def value(self, x: np.ndarray) -> float:
+        th, d = self.split(x)
+        eta = th[self.f] - th[self.s] + d
+        # -log sigmoid(eta) for wins, -log sigmoid(-eta) for losses
+        nll = np.logaddexp(0.0, -eta) * self.y + np.logaddexp(0.0, eta) * (1.0 - self.y)
+        return float(nll.sum() + 0.5 * self.prec * (th @ th) + 0.5 * self.dprec * d * d)
+
+    def gradient(self, x: np.ndarray) -> np.ndarray:
+        """Gradient at x; also stores the judgement weights p(1-p) for Hessian products."""
+        n, f, s = self.n, self.f, self.s
+        th, d = self.split(x)
+        p = _sigmoid(th[f] - th[s] + d)
+        g = p - self.y
+        self.w = p * (1.0 - p)
+        grad = np.empty(self.dim)
+        grad[:n] = np.bincount(f, weights=g, minlength=n) - np.bincount(s, weights=g, minlength=n) + self.prec * th
+        self.deg = np.bincount(f, weights=self.w, minlength=n) + np.bincount(s, weights=self.w, minlength=n)
+        self.diag = np.empty(self.dim)
+        self.diag[:n] = self.deg + self.prec
+        if self.use_delta:
+            grad[n] = g.sum() + self.dprec * d
+            self.cross = np.bincount(f, weights=self.w, minlength=n) - np.bincount(s, weights=self.w, minlength=n)
+            self.diag[n] = self.w.sum() + self.dprec
+        return grad
+
+    def hess_vec(self, v: np.ndarray) -> np.ndarray:
+        """Hessian (at the last `gradient` point) times v, in O(judgements)."""
+        n, f, s, w = self.n, self.f, self.s, self.w
+        out = self.diag * v
+        vt = v[:n]
+        out[:n] -= np.bincount(f, weights=w * vt[s], minlength=n) + np.bincount(s, weights=w * vt[f], minlength=n)
+        if self.use_delta:
+            out[:n] += self.cross * v[n]
+            out[n] += self.cross @ vt
+        return out
+
+    def dense_hessian(self, x: np.ndarray) -> np.ndarray:
+        """The full Hessian at x, Fortran-ordered for LAPACK."""
+        self.gradient(x)
+        n = self.n
+        h = np.zeros((self.dim, self.dim), order="F")
+        wp = np.bincount(self.pair_of, weights=self.w, minlength=self.pair_lo.shape[0])
+        h[self.pair_lo, self.pair_hi] = -wp
+        h[self.pair_hi, self.pair_lo] = -wp
+        h[np.arange(self.dim), np.arange(self.dim)] = self.diag
+        if self.use_delta:
+            h[:n, n] = self.cross
+            h[n, :n] = self.cross
+        return h
+
+
+def _pcg(problem: _Problem, b: np.ndarray, rtol: float, maxiter: int) -> np.ndarray:
+    """Solve H x = b by conjugate gradients with a Jacobi preconditioner."""
+    minv = 1.0 / problem.diag
+    x = np.zeros_like(b)
+    r = b.copy()
+    z = minv * r
+    p = z.copy()
+    rz = float(r @ z)
+    stop = rtol * float(np.linalg.norm(b))
+    for _ in range(maxiter):
+        hp = problem.hess_vec(p)
+        alpha = rz / float(p @ hp)
+        x += alpha * p
+        r -= alpha * hp
+        if float(np.linalg.norm(r)) <= stop:
+            break
+        z = minv * r
+        rz_new = float(r @ z)
+        p = z + (rz_new / rz) * p
+        rz = rz_new
+    return x
+
+
+def _newton(problem: _Problem, x: np.ndarray, tol: float, max_iter: int) -> tuple[np.ndarray, int, bool]:
+    """Damped Newton iterations from x; returns (x, iterations, converged)."""
+    dense = problem.dim <= _DENSE_MAX_DIM
+    obj = problem.value(x)
+    for it in range(1, max_iter + 1):
+        grad = problem.gradient(x)
+        if dense:
+            h = problem.dense_hessian(x)
+            step = scipy.linalg.cho_solve(
+                scipy.linalg.cho_factor(h, lower=True, overwrite_a=True, check_finite=False), grad, check_finite=False
+            )
+        else:
+            # Inexact Newton: loose solves far from the optimum, accurate ones near it.
+            gnorm = float(np.max(np.abs(grad)))
+            step = _pcg(problem, grad, rtol=min(0.1, max(gnorm, 1e-12) ** 0.5), maxiter=4 * problem.dim)
+        biggest = float(np.max(np.abs(step)))
+        if biggest > _MAX_STEP:
+            step *= _MAX_STEP / biggest
+        # Backtracking: the posterior is log-concave so a full step is nearly always taken,
+        # but damping guarantees descent from any warm start.
+        t = 1.0
+        while True:
+            new_x = x - t * step
+            new_obj = problem.value(new_x)
+            if new_obj <= obj + 1e-12 * max(1.0, abs(obj)) or t < 1e-4:
+                break
+            t *= 0.5
+        x, obj = new_x, new_obj
+        if biggest * t < tol:
+            return x, it, True
+    return x, max_iter, False
+
+
+def _inverse_diagonal(hm: np.ndarray) -> np.ndarray:
+    """diag(H^-1) for a symmetric positive definite H, via LAPACK potrf + potri."""
+    c, info = scipy.linalg.lapack.dpotrf(hm, lower=True, clean=False, overwrite_a=True)
+    if info != 0:
+        return np.diag(np.linalg.pinv(hm))
+    inv, info = scipy.linalg.lapack.dpotri(c, lower=True, overwrite_c=True)
+    if info != 0:
+        return np.diag(np.linalg.pinv(hm))
+    return np.diag(inv).copy()

@@ -1,0 +1,317 @@
+"""Choosing the next pairs to compare: a connected random start, then information-driven.
+
+Both strategies share the same rules, so they differ only in which partner they pick:
+
+1. Connectivity: while the comparison graph has more than one component, pair the
+   least-compared essay with the least-compared essay of another component. From scratch
+   this builds a random spanning tree of matchings (every essay gets ~2 comparisons), so
+   all essays sit on one scale early.
+2. No repeats while unused pairs remain: an unordered pair is reused only once all
+   n(n-1)/2 pairs have been issued, level by level (no third use before every pair has a
+   second), with positions swapped relative to its previous use, and at most `max_repeats`
+   uses in all.
+3. Positions: a new pair puts first the essay that has been shown second more often, so
+   a judge's position bias spreads evenly over essays.
+4. `random`: the least-compared essay meets a random least-compared allowed partner (a
+   balanced random design, the baseline). `adaptive`: essays below `min_per_essay`
+   comparisons come first (the coverage floor); then the essay with the largest posterior
+   variance meets the partner that maximises the expected reduction in posterior variance
+   of both, v^2 w / (1 + v w) with w = p(1 - p) the Fisher information of the comparison
+   (Pollitt, 2012; close in theta and uncertain is best).
+
+Adaptive pairing inflates SSR (Bramley, 2015); `bench/cj_efficiency.py` compares the
+strategies by recovery of a known order instead.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Sequence
+
+import numpy as np
+import scipy.sparse
+import scipy.sparse.csgraph
+
+from cj.model import Fit
+
+__all__ = ["STRATEGIES", "select_pairs", "pair_capacity"]
+
+STRATEGIES = ("adaptive", "random")
+
+# Prior variance used when there is no fit (matches fit_bt's default prior_sd = 2).
+_PRIOR_VAR = 4.0
+# Information of one comparison between essays of unknown, similar ability.
+_W0 = 0.25
+# Usage marker of a pair already picked in the current call (never equal to a level).
+_PICKED = np.iinfo(np.int64).max
+
+
+def pair_capacity(n_items: int, max_repeats: int) -> int:
+    """How many comparisons the no-repeat rule allows in all: max_repeats * n(n-1)/2."""
+    return max(0, max_repeats) * n_items * (n_items - 1) // 2
+
+
+def _as_pairs(issued: Sequence[tuple[int, int]] | np.ndarray, n_items: int, what: str) -> np.ndarray:
+    if isinstance(issued, np.ndarray):
+        arr = issued.astype(np.int64, copy=False).reshape(-1, 2)
+    else:
+        m = len(issued)
+        arr = np.fromiter(itertools.chain.from_iterable(issued), dtype=np.int64, count=2 * m).reshape(m, 2)
+    if arr.shape[0]:
+        if int(arr.min()) < 0 or int(arr.max()) >= n_items:
+            raise ValueError(f"{what} holds an essay index outside [0, {n_items})")
+        if np.any(arr[:, 0] == arr[:, 1]):
+            raise ValueError(f"{what} pairs an essay with itself")
+    return arr
+
+
+class _Design:
+    """Usage counts of the comparison graph, updated as pairs are picked in one call."""
+
+    def __init__(self, n: int, arr: np.ndarray, max_repeats: int) -> None:
+        self.n = n
+        self.max_repeats = max_repeats
+        self.first = arr[:, 0]
+        self.second = arr[:, 1]
+        self.picked: list[tuple[int, int]] = []
+        self.count = np.bincount(self.first, minlength=n) + np.bincount(self.second, minlength=n)
+        self.a_minus_b = np.bincount(self.first, minlength=n) - np.bincount(self.second, minlength=n)
+        self._set_level()
+        self._components()
+
+    def _all_pairs(self) -> tuple[np.ndarray, np.ndarray]:
+        if not self.picked:
+            return self.first, self.second
+        extra = np.asarray(self.picked, dtype=np.int64)
+        return np.concatenate([self.first, extra[:, 0]]), np.concatenate([self.second, extra[:, 1]])
+
+    def _set_level(self) -> None:
+        """The usage level to draw pairs from, and how many pairs each essay has at it."""
+        n = self.n
+        f, s = self._all_pairs()
+        total = n * (n - 1) // 2
+        keys, uses = np.unique(np.minimum(f, s) * n + np.maximum(f, s), return_counts=True)
+        if keys.shape[0] < total:
+            self.level = 0
+            lo, hi = keys // n, keys % n
+            self.avail = (n - 1) - (np.bincount(lo, minlength=n) + np.bincount(hi, minlength=n))
+            self.remaining = total - keys.shape[0]
+        else:
+            self.level = int(uses.min())
+            at = keys[uses == self.level]
+            lo, hi = at // n, at % n
+            self.avail = np.bincount(lo, minlength=n) + np.bincount(hi, minlength=n)
+            self.remaining = at.shape[0]
+            # A pair already picked in this call is not offered again in it.
+            for a, b in self.picked:
+                j = np.searchsorted(keys, min(a, b) * n + max(a, b))
+                if uses[j] == self.level:
+                    self.avail[a] -= 1
+                    self.avail[b] -= 1
+                    self.remaining -= 1
+
+    def exhausted(self) -> bool:
+        return self.level >= self.max_repeats or self.remaining == 0
+
+    def _components(self) -> None:
+        n = self.n
+        f, s = self._all_pairs()
+        graph = scipy.sparse.coo_matrix((np.ones(f.shape[0]), (f, s)), shape=(n, n)).tocsr()
+        self.n_comp, self.comp = scipy.sparse.csgraph.connected_components(graph, directed=False)
+
+    def partner_uses(self, i: int) -> np.ndarray:
+        """(n,) times each essay has been paired with essay i; huge if picked in this call."""
+        f, s = self.first, self.second
+        uses = np.bincount(s[f == i], minlength=self.n) + np.bincount(f[s == i], minlength=self.n)
+        for a, b in self.picked:
+            if a == i:
+                uses[b] = _PICKED
+            elif b == i:
+                uses[a] = _PICKED
+        return uses
+
+    def last_order(self, a: int, b: int) -> tuple[int, int] | None:
+        """The orientation of the most recent use of the unordered pair {a, b}, if any."""
+        for x, y in reversed(self.picked):
+            if {x, y} == {a, b}:
+                return x, y
+        f, s = self.first, self.second
+        hits = np.flatnonzero(((f == a) & (s == b)) | ((f == b) & (s == a)))
+        if hits.shape[0] == 0:
+            return None
+        j = hits[-1]
+        return int(f[j]), int(s[j])
+
+    def add(self, a: int, b: int) -> None:
+        self.picked.append((a, b))
+        self.count[a] += 1
+        self.count[b] += 1
+        self.a_minus_b[a] += 1
+        self.a_minus_b[b] -= 1
+        self.avail[a] -= 1
+        self.avail[b] -= 1
+        self.remaining -= 1
+        if self.comp[a] != self.comp[b]:
+            self.comp[self.comp == self.comp[b]] = self.comp[a]
+            self.n_comp -= 1
+        if self.remaining == 0:
+            self._set_level()
+
+
+def _pick_min(values: np.ndarray, mask: np.ndarray, rng: np.random.Generator) -> int:
+    """Index of the smallest value among mask, ties broken at random."""
+    idx = np.flatnonzero(mask)
+    v = values[idx]
+    best = idx[v == v.min()]
+    return int(best[0]) if best.shape[0] == 1 else int(rng.choice(best))
+
+
+def _pick_max(values: np.ndarray, mask: np.ndarray, rng: np.random.Generator) -> int:
+    idx = np.flatnonzero(mask)
+    v = values[idx]
+    top = v.max()
+    best = idx[v >= top - 1e-12 * max(1.0, abs(top))]
+    return int(best[0]) if best.shape[0] == 1 else int(rng.choice(best))
+
+
+def _gain(v_i: float | np.ndarray, v_j: np.ndarray, w: np.ndarray) -> np.ndarray:
+    """Expected reduction of the two posterior variances from one comparison of weight w."""
+    return v_i * v_i * w / (1.0 + v_i * w) + v_j * v_j * w / (1.0 + v_j * w)
+
+
+def _beliefs(n: int, fit: Fit | None, count: np.ndarray, pending: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+    """Current theta and posterior variance per essay, counting pending comparisons."""
+    theta = np.zeros(n)
+    var = 1.0 / (1.0 / _PRIOR_VAR + _W0 * count)
+    if fit is not None and fit.theta.shape[0] > 0:
+        k = min(n, fit.theta.shape[0])
+        theta[:k] = fit.theta[:k]
+        var[:k] = np.asarray(fit.se[:k], dtype=float) ** 2
+        var[k:] = _PRIOR_VAR
+        if pending is not None and pending.shape[0]:
+            # Judgements on their way will add information the fit has not seen yet.
+            p = 1.0 / (1.0 + np.exp(-(theta[pending[:, 0]] - theta[pending[:, 1]])))
+            w = p * (1.0 - p)
+            info = np.bincount(pending[:, 0], weights=w, minlength=n) + np.bincount(pending[:, 1], weights=w, minlength=n)
+            var = 1.0 / (1.0 / var + info)
+    return theta, np.maximum(var, 1e-12)
+
+
+def _expected_w(theta: np.ndarray, var: np.ndarray, i: int) -> np.ndarray:
+    """E[p(1-p)] of essay i against every essay, with theta uncertainty folded in (probit approx)."""
+    d = (theta[i] - theta) / np.sqrt(1.0 + np.pi * (var[i] + var) / 8.0)
+    p = 1.0 / (1.0 + np.exp(-d))
+    return p * (1.0 - p)
+
+
+def select_pairs(
+    n_items: int,
+    k: int,
+    issued: Sequence[tuple[int, int]] | np.ndarray,
+    *,
+    fit: Fit | None,
+    rng: np.random.Generator,
+    strategy: str = "adaptive",
+    max_repeats: int = 1,
+    min_per_essay: int = 3,
+    pending: Sequence[tuple[int, int]] | np.ndarray | None = None,
+) -> list[tuple[int, int]]:
+    """Up to `k` new ordered pairs (shown first, shown second) to compare next.
+
+    Parameters
+    ----------
+    n_items : number of essays (anchors included: they are essays).
+    k : how many pairs are wanted now.
+    issued : every ordered pair issued so far, judged or in flight, in issue order, repeats
+        included; a (m, 2) int array is accepted too (faster for large m).
+    fit : the latest fit (None before any); may cover fewer essays than `n_items`.
+    rng : the only source of randomness: same state, same pairs.
+    strategy : "adaptive" (information-driven after a coverage floor) or "random".
+    max_repeats : uses allowed per unordered pair (repeats swap positions).
+    min_per_essay : adaptive coverage floor: comparisons every essay gets before the
+        information-driven choice.
+    pending : pairs issued but not yet in `fit` (in flight); their expected information
+        is counted so one uncertain essay is not picked again and again while its
+        judgements are on their way.
+
+    Returns
+    -------
+    list of (first, second) index pairs; fewer than `k` (possibly none) when the
+    no-repeat rule leaves no more. No unordered pair appears twice in one answer.
+
+    Raises
+    ------
+    ValueError : unknown strategy, bad sizes, or `issued` indices out of range.
+    """
+    if strategy not in STRATEGIES:
+        raise ValueError(f"unknown pairing strategy {strategy!r}; expected one of {STRATEGIES}")
+    if n_items < 0 or max_repeats < 0:
+        raise ValueError("n_items and max_repeats must be >= 0")
+    arr = _as_pairs(issued, max(n_items, 0), "issued")
+    if n_items < 2 or k <= 0 or max_repeats == 0:
+        return []
+    pend = _as_pairs(pending, n_items, "pending") if pending is not None else None
+    design = _Design(n_items, arr, max_repeats)
+    theta, var = _beliefs(n_items, fit, design.count, pend)
+    out: list[tuple[int, int]] = []
+    for _ in range(k):
+        if design.exhausted():
+            break
+        pair = None
+        while pair is None and not design.exhausted() and design.avail.max() > 0:
+            pair = _next_pair(design, strategy, theta, var, min_per_essay, rng)
+        if pair is None:
+            break
+        a, b = _orient(design, *pair, rng=rng)
+        if strategy == "adaptive":
+            w = float(_expected_w(theta, var, a)[b])
+            var[a] = 1.0 / (1.0 / var[a] + w)
+            var[b] = 1.0 / (1.0 / var[b] + w)
+        design.add(a, b)
+        out.append((a, b))
+    return out
+
+
+def _next_pair(
+    design: _Design, strategy: str, theta: np.ndarray, var: np.ndarray, min_per_essay: int, rng: np.random.Generator
+) -> tuple[int, int] | None:
+    can = design.avail > 0
+    count = design.count
+    if design.n_comp > 1:
+        # Join components: least-compared essay, least-compared partner elsewhere.
+        i = _pick_min(count, can, rng)
+        allowed = (design.partner_uses(i) == design.level) & (design.comp != design.comp[i])
+        allowed[i] = False
+        if allowed.any():
+            return i, _pick_min(count, allowed, rng)
+    floor = can & (count < min_per_essay)
+    if strategy == "random" or floor.any():
+        i = _pick_min(count, can, rng)
+    else:
+        i = _pick_max(var, can, rng)
+    allowed = design.partner_uses(i) == design.level
+    allowed[i] = False
+    if not allowed.any():  # bookkeeping says otherwise; never loop on it
+        design.avail[i] = 0
+        return None
+    if strategy == "random":
+        return i, _pick_min(count, allowed, rng)
+    below = allowed & (count < min_per_essay)
+    if below.any():
+        allowed = below  # fill the coverage floor two essays at a time
+    gain = _gain(var[i], var, _expected_w(theta, var, i))
+    return i, _pick_max(gain, allowed, rng)
+
+
+def _orient(design: _Design, a: int, b: int, *, rng: np.random.Generator) -> tuple[int, int]:
+    """Order a pair: swap a repeated pair; otherwise show first the essay more often second."""
+    if design.level > 0:
+        last = design.last_order(a, b)
+        if last is not None:
+            return last[1], last[0]
+    da, db = design.a_minus_b[a], design.a_minus_b[b]
+    if da < db:
+        return a, b
+    if db < da:
+        return b, a
+    return (a, b) if rng.random() < 0.5 else (b, a)

@@ -1,0 +1,94 @@
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from cj.grading import GradingError, fit_cut_points, grade_probabilities, project_grades, validate_anchor_grades
+from cj.scales import SCALES, custom_scale, get_scale
+
+
+def test_builtin_scales_as_designed() -> None:
+    sw = get_scale("swedish_8_anchor")
+    assert sw.grades == ("F", "E", "D", "D+", "C", "C+", "B", "A") and sw.below_lowest is None
+    assert sw.priors == (0.02, 0.08, 0.15, 0.20, 0.25, 0.15, 0.10, 0.05)
+    leg = get_scale("eng5_np_legacy_9_step")
+    assert leg.grades == ("F+", "E-", "E+", "D-", "D+", "C-", "C+", "B", "A") and leg.below_lowest == "F"
+    nat = get_scale("eng5_np_national_9_step")
+    assert nat.grades == tuple("123456789") and nat.below_lowest == "0"
+    assert set(SCALES) == {"swedish_8_anchor", "eng5_np_legacy_9_step", "eng5_np_national_9_step"}
+
+
+def test_unknown_scale_and_bad_custom() -> None:
+    with pytest.raises(GradingError, match="nope"):
+        get_scale("nope")
+    with pytest.raises(GradingError):
+        custom_scale("x", ["a"])
+    with pytest.raises(GradingError):
+        custom_scale("x", ["a", "a"])
+    with pytest.raises(GradingError):
+        custom_scale("x", ["a", "b"], priors=[0.5, 0.6])
+    assert custom_scale("pf", ["fail", "pass"], below_lowest=None).categories == ("fail", "pass")
+
+
+@pytest.mark.parametrize("name", sorted(SCALES))
+def test_projection_on_each_scale(name: str) -> None:
+    scale = get_scale(name)
+    rng = np.random.default_rng(1)
+    grades = list(scale.grades)
+    centres = np.linspace(-3, 3, len(grades))
+    anchor_theta = np.repeat(centres, 2) + rng.normal(0, 0.1, 2 * len(grades))
+    anchor_grades = [g for g in grades for _ in range(2)]
+    cuts = fit_cut_points(scale, anchor_theta, anchor_grades)
+    assert cuts.cuts.shape == (len(scale.categories) - 1,)
+    assert np.all(np.diff(cuts.cuts) > 0)
+    theta = np.concatenate([centres, [-10.0, 10.0]])
+    proj = project_grades(cuts, theta, np.full(theta.shape, 0.1))
+    for p in proj:
+        assert list(p.probabilities) == list(scale.categories)
+        assert sum(p.probabilities.values()) == pytest.approx(1.0)
+        assert all(0.0 <= v <= 1.0 for v in p.probabilities.values())
+        assert p.grade == max(p.probabilities, key=p.probabilities.__getitem__)
+    assert [p.grade for p in proj[: len(grades)]] == grades
+    assert proj[-1].grade == grades[-1]
+    assert proj[-2].grade == (scale.below_lowest or grades[0])
+
+
+def test_missing_grades_interpolated_and_extrapolated() -> None:
+    scale = get_scale("swedish_8_anchor")
+    # anchors only at D (index 2) and B (index 6): one logit per grade step
+    cuts = fit_cut_points(scale, np.array([0.0, 4.0]), ["D", "B"])
+    np.testing.assert_allclose(cuts.centres, np.arange(-2.0, 6.0))
+    np.testing.assert_allclose(cuts.cuts, np.arange(-1.5, 5.0))
+    grades = [p.grade for p in project_grades(cuts, np.array([-5.0, 1.1, 2.0, 9.0]), np.zeros(4))]
+    assert grades == ["F", "D+", "C", "A"]
+
+
+def test_inverted_anchors_pooled_not_crashing() -> None:
+    scale = get_scale("eng5_np_national_9_step")
+    cuts = fit_cut_points(scale, np.array([0.0, 2.0, 1.8, 4.0]), ["2", "4", "5", "7"])
+    assert np.all(np.diff(cuts.cuts) > 0)
+    with pytest.raises(GradingError, match="separate"):
+        fit_cut_points(scale, np.array([3.0, 1.0]), ["2", "7"])
+
+
+def test_anchor_errors() -> None:
+    scale = get_scale("eng5_np_legacy_9_step")
+    with pytest.raises(GradingError, match="'G'"):
+        validate_anchor_grades(scale, ["F+", "G"])
+    validate_anchor_grades(scale, ["F"])  # below_lowest is a grade an anchor may carry
+    with pytest.raises(GradingError, match="at least 2 anchors"):
+        fit_cut_points(scale, np.array([0.0]), ["B"])
+    with pytest.raises(GradingError, match="distinct"):
+        fit_cut_points(scale, np.array([0.0, 1.0]), ["B", "B"])
+    with pytest.raises(GradingError):
+        fit_cut_points(scale, np.array([0.0, 1.0, 2.0]), ["B", "A"])
+
+
+def test_probabilities_follow_uncertainty() -> None:
+    scale = custom_scale("abc", ["a", "b", "c"])
+    cuts = fit_cut_points(scale, np.array([-2.0, 0.0, 2.0]), ["a", "b", "c"])
+    sharp = grade_probabilities(cuts, np.array([0.0]), np.array([0.01]))[0]
+    vague = grade_probabilities(cuts, np.array([0.0]), np.array([3.0]))[0]
+    assert sharp[1] > vague[1]
+    assert vague[0] == pytest.approx(vague[2], abs=1e-9)
+    np.testing.assert_allclose(grade_probabilities(cuts, np.zeros(3), np.ones(3)).sum(axis=1), 1.0)

@@ -1,0 +1,210 @@
+from __future__ import annotations
+
+import choix
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from scipy.stats import spearmanr
+
+from cj.model import Fit, comparison_counts, fit_bt, scale_separation_reliability
+from cj.simulation import judge_logistic, judge_many, judge_position_bias
+from cj.simulation import random_pairs as _random_pairs
+
+
+@pytest.fixture
+def rng() -> np.random.Generator:
+    return np.random.default_rng(20240601)
+
+
+def random_pairs(n: int, m: int, rng: np.random.Generator) -> np.ndarray:
+    return np.column_stack(_random_pairs(n, m, rng))
+
+
+def simulate(theta: np.ndarray, pairs: np.ndarray, rng: np.random.Generator, delta: float = 0.0) -> np.ndarray:
+    judge = judge_position_bias if delta else judge_logistic
+    assert delta in (0.0, 0.3)
+    return judge_many(judge, theta, pairs[:, 0], pairs[:, 1], rng)
+
+
+def _fit(n: int, pairs: np.ndarray, won: np.ndarray, **kw: object) -> Fit:
+    return fit_bt(n, pairs[:, 0], pairs[:, 1], won, **kw)  # type: ignore[arg-type]
+
+
+def test_recovers_known_order(rng: np.random.Generator) -> None:
+    n = 40
+    theta = rng.normal(0, 2, n)
+    pairs = random_pairs(n, 800, rng)
+    fit = _fit(n, pairs, simulate(theta, pairs, rng))
+    assert fit.converged
+    assert spearmanr(fit.theta, theta).statistic > 0.9
+    assert fit.se.shape == (n,) and np.all(fit.se > 0)
+    assert 0.0 <= fit.ssr <= 1.0 and fit.ssr > 0.8
+
+
+def test_agrees_with_choix(rng: np.random.Generator) -> None:
+    n = 60
+    theta = rng.normal(0, 1.5, n)
+    pairs = random_pairs(n, 1500, rng)
+    won = simulate(theta, pairs, rng)
+    data = [(int(a), int(b)) if w else (int(b), int(a)) for (a, b), w in zip(pairs, won)]
+    # choix penalises alpha * sum(theta^2), i.e. a N(0, 1/(2 alpha)) prior: alpha = 1/8 is ours
+    ref = choix.opt_pairwise(n, data, alpha=0.125)
+    fit = _fit(n, pairs, won, fit_delta=False)
+    assert spearmanr(fit.theta, ref).statistic >= 0.99
+    # same objective, so the MAP itself should match closely
+    np.testing.assert_allclose(fit.theta, ref - ref.mean() + fit.theta.mean(), atol=1e-3)
+
+
+def test_position_effect_recovered(rng: np.random.Generator) -> None:
+    n = 30
+    theta = rng.normal(0, 1, n)
+    pairs = random_pairs(n, 3000, rng)
+    fit = _fit(n, pairs, simulate(theta, pairs, rng, delta=0.3))
+    assert abs(fit.delta - 0.3) < 3 * fit.delta_se + 0.02
+    assert 0 < fit.delta_se < 0.1
+
+
+def test_no_delta_fixed_at_zero(rng: np.random.Generator) -> None:
+    pairs = random_pairs(5, 50, rng)
+    fit = _fit(5, pairs, np.ones(50, bool), fit_delta=False)
+    assert fit.delta == 0.0 and fit.delta_se == 0.0
+
+
+def test_zero_comparisons_returns_prior() -> None:
+    fit = fit_bt(4, np.array([], int), np.array([], int), np.array([], bool), prior_sd=2.0)
+    np.testing.assert_array_equal(fit.theta, np.zeros(4))
+    np.testing.assert_array_equal(fit.se, np.full(4, 2.0))
+    assert fit.ssr == 0.0 and fit.converged and fit.iterations == 0
+    assert np.all(np.isnan(fit.infit)) and np.all(np.isnan(fit.outfit))
+
+
+def test_two_essays() -> None:
+    fit = fit_bt(2, np.array([0, 1, 0]), np.array([1, 0, 1]), np.array([True, False, True]))
+    assert fit.theta[0] > fit.theta[1]
+    assert np.all(np.isfinite(fit.theta)) and np.all(np.isfinite(fit.se))
+
+
+def test_all_wins_is_finite() -> None:
+    # essay 0 wins every comparison, in both positions
+    first = np.array([0, 1, 0, 2, 0, 3, 1, 2])
+    second = np.array([1, 0, 2, 0, 3, 0, 2, 3])
+    won = np.array([True, False, True, False, True, False, True, True])
+    fit = fit_bt(4, first, second, won)
+    assert np.all(np.isfinite(fit.theta)) and np.all(np.isfinite(fit.se))
+    assert np.argmax(fit.theta) == 0
+    assert fit.converged
+
+
+def test_every_judgement_first_wins_gives_finite_delta() -> None:
+    first = np.array([0, 1, 2, 3, 1, 2])
+    second = np.array([1, 2, 3, 0, 0, 1])
+    fit = fit_bt(4, first, second, np.ones(6, bool))
+    assert np.isfinite(fit.delta) and fit.delta > 0
+
+
+def test_disconnected_graph(rng: np.random.Generator) -> None:
+    # two islands {0,1,2} and {3,4,5}, plus an essay never compared
+    first = np.array([0, 1, 2, 3, 4, 5] * 5)
+    second = np.array([1, 2, 0, 4, 5, 3] * 5)
+    won = rng.random(30) < 0.5
+    fit = fit_bt(7, first, second, won)
+    assert fit.converged and np.all(np.isfinite(fit.theta)) and np.all(np.isfinite(fit.se))
+    assert fit.theta[6] == pytest.approx(0.0, abs=1e-9)
+    assert np.isnan(fit.infit[6]) and np.isnan(fit.outfit[6])
+
+
+def test_all_equal_abilities(rng: np.random.Generator) -> None:
+    n = 10
+    pairs = random_pairs(n, 200, rng)
+    fit = _fit(n, pairs, simulate(np.zeros(n), pairs, rng))
+    assert fit.converged and 0.0 <= fit.ssr <= 1.0
+    assert np.all(np.abs(fit.theta) < 1.5)
+
+
+def test_warm_start_gives_same_answer(rng: np.random.Generator) -> None:
+    n = 50
+    theta = rng.normal(0, 2, n)
+    pairs = random_pairs(n, 600, rng)
+    won = simulate(theta, pairs, rng)
+    cold = _fit(n, pairs, won)
+    warm = _fit(n, pairs, won, initial=cold)
+    assert warm.iterations <= 2
+    np.testing.assert_allclose(warm.theta, cold.theta, atol=1e-7)
+    # warm start from a fit with fewer essays (new essays added)
+    short = _fit(n - 5, pairs[(pairs < n - 5).all(axis=1)], won[(pairs < n - 5).all(axis=1)])
+    grown = _fit(n, pairs, won, initial=short)
+    np.testing.assert_allclose(grown.theta, cold.theta, atol=1e-6)
+
+
+def test_large_problem_uses_cg_and_matches_dense(rng: np.random.Generator) -> None:
+    # above the dense threshold the Newton steps come from conjugate gradients
+    n = 400
+    theta = rng.normal(0, 2, n)
+    pairs = random_pairs(n, 4000, rng)
+    won = simulate(theta, pairs, rng)
+    fit = _fit(n, pairs, won)
+    assert fit.converged
+    data = [(int(a), int(b)) if w else (int(b), int(a)) for (a, b), w in zip(pairs, won)]
+    ref = choix.opt_pairwise(n, data, alpha=0.125)
+    plain = _fit(n, pairs, won, fit_delta=False)
+    np.testing.assert_allclose(plain.theta, ref - ref.mean() + plain.theta.mean(), atol=1e-3)
+
+
+def test_infit_outfit_flag_a_misfitting_essay(rng: np.random.Generator) -> None:
+    n = 20
+    theta = np.linspace(-3, 3, n)
+    pairs = random_pairs(n, 2000, rng)
+    won = simulate(theta, pairs, rng)
+    # essay 0 (weakest) wins 40% of its judgements regardless of opponent: erratic
+    involved = (pairs[:, 0] == 0) | (pairs[:, 1] == 0)
+    lucky = involved & (rng.random(len(won)) < 0.4)
+    won[lucky] = pairs[lucky, 0] == 0
+    fit = _fit(n, pairs, won)
+    others_out = np.median(fit.outfit[1:])
+    assert 0.6 < others_out < 1.4
+    assert fit.outfit[0] > 2 * others_out
+    assert fit.infit[0] > np.median(fit.infit[1:])
+
+
+def test_bad_input() -> None:
+    with pytest.raises(ValueError):
+        fit_bt(3, np.array([0, 1]), np.array([1]), np.array([True]))
+    with pytest.raises(ValueError):
+        fit_bt(3, np.array([0]), np.array([3]), np.array([True]))
+    with pytest.raises(ValueError):
+        fit_bt(3, np.array([-1]), np.array([1]), np.array([True]))
+    with pytest.raises(ValueError):
+        fit_bt(3, np.array([1]), np.array([1]), np.array([True]))
+
+
+def test_ssr() -> None:
+    assert scale_separation_reliability(np.array([1.0]), np.array([0.1])) == 0.0
+    assert scale_separation_reliability(np.zeros(5), np.ones(5)) == 0.0
+    t = np.array([-2.0, 0.0, 2.0])
+    expected = (np.var(t) - 0.25) / np.var(t)
+    assert scale_separation_reliability(t, np.full(3, 0.5)) == pytest.approx(expected)
+    assert scale_separation_reliability(t, np.full(3, 10.0)) == 0.0
+
+
+def test_comparison_counts() -> None:
+    comps, wins = comparison_counts(3, np.array([0, 1, 2]), np.array([1, 2, 0]), np.array([True, False, True]))
+    np.testing.assert_array_equal(comps, [2, 2, 2])
+    np.testing.assert_array_equal(wins, [1, 0, 2])
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    n=st.integers(2, 12),
+    data=st.lists(st.tuples(st.integers(0, 11), st.integers(0, 11), st.booleans()), max_size=60),
+)
+def test_fit_is_finite_and_converges_on_any_data(n: int, data: list[tuple[int, int, bool]]) -> None:
+    rows = [(a % n, b % n, w) for a, b, w in data if a % n != b % n]
+    first = np.array([r[0] for r in rows], dtype=int)
+    second = np.array([r[1] for r in rows], dtype=int)
+    won = np.array([r[2] for r in rows], dtype=bool)
+    fit = fit_bt(n, first, second, won)
+    assert fit.converged
+    assert np.all(np.isfinite(fit.theta)) and np.all(np.isfinite(fit.se)) and np.isfinite(fit.delta)
+    assert np.all(fit.se <= 2.0 + 1e-9)  # the data can only add information to the prior
+    assert 0.0 <= fit.ssr <= 1.0
