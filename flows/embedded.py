@@ -17,7 +17,7 @@ from bytewax.testing import run_main
 from judges.base import Judge
 from operators.assess import assess_batches
 from operators.judge_call import judge_comparisons
-from schemas import AssessmentResult, ComparisonRequested, DeadLetter, Judgement, utc_now
+from schemas import AssessmentResult, BatchOpened, ComparisonRequested, DeadLetter, Judgement, utc_now
 from schemas.envelope import Envelope
 from sinks.sql import SqlSink
 
@@ -103,11 +103,19 @@ class Collector:
         self.results: dict[str, AssessmentResult] = {}
         self.dead_letters: list[DeadLetter] = []
         self.judgements = 0
+        self.result_lag_s: list[float] = []  # deciding judgement -> result collected
+        self.max_open = 0
+        self._open = 0
         self._on_judgement = on_judgement
 
     def __call__(self, items: list[Envelope]) -> None:
         for ev in items:
-            if isinstance(ev, AssessmentResult):
+            if isinstance(ev, BatchOpened):
+                self._open += 1
+                self.max_open = max(self.max_open, self._open)
+            elif isinstance(ev, AssessmentResult):
+                self.result_lag_s.append(max(0.0, (utc_now() - ev.occurred_at).total_seconds()))
+                self._open -= 1
                 self.results.setdefault(ev.batch_id, ev)
                 self.bus.finished(ev.batch_id)
             elif isinstance(ev, DeadLetter):

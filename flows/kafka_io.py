@@ -22,9 +22,9 @@ def brokers(settings: Settings) -> list[str]:
 
 def source(settings: Settings, topics: list[str]) -> KafkaSource:
     """Reads `topics` from the beginning (recovery snapshots carry the offsets after that)."""
-    return KafkaSource(
-        brokers(settings), topics, tail=True, add_config=settings.kafka_add_config(), raise_on_errors=False
-    )
+    # A judgement loop is latency-bound: don't let an idle fetch wait the default 500 ms.
+    conf = {"fetch.wait.max.ms": "10", **settings.kafka_add_config()}
+    return KafkaSource(brokers(settings), topics, tail=True, add_config=conf, raise_on_errors=False)
 
 
 def sink(settings: Settings) -> KafkaSink:

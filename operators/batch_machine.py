@@ -115,6 +115,7 @@ class BatchMachine:
         self._fit_at = -1
         self._in_flight = 0
         self._n_error = 0
+        self._issued: list[tuple[int, int]] | None = None  # pairs asked (not errored), derived
 
     # ---- inputs -------------------------------------------------------------------------
     def handle(self, event: Inbound, now: datetime) -> list[Outbound]:
@@ -249,6 +250,7 @@ class BatchMachine:
             c.attempt += 1
             return [self._request(seq, c, now)]
         c.state = ERROR
+        self._issued = None  # an errored pair may be asked again
         self._in_flight -= 1
         self._n_error += 1
         return []
@@ -265,7 +267,9 @@ class BatchMachine:
         out: list[Outbound] = []
         pairs_left = True
         if want > 0:
-            issued = [(c.first, c.second) for c in self.comps if c.state != ERROR]
+            if self._issued is None:
+                self._issued = [(c.first, c.second) for c in self.comps if c.state != ERROR]
+            issued = self._issued
             rng = np.random.default_rng([s.seed, len(self.comps)])
             pairs = select_pairs(
                 n, want, issued, fit=fit, rng=rng, strategy=s.pairing,
@@ -276,6 +280,7 @@ class BatchMachine:
                 seq = len(self.comps)
                 c = Comparison(int(a), int(b), 1, 0.0)
                 self.comps.append(c)
+                self._issued.append((c.first, c.second))
                 out.append(self._request(seq, c, now))
                 in_flight += 1
         self._in_flight = in_flight

@@ -22,6 +22,7 @@ from bytewax.operators import KeyedStream, StatefulLogic
 from judges.base import Judge, error_judgement
 from operators.aio import background_loop
 from schemas import ComparisonRequested, ErrorKind, Judgement, utc_now
+from telemetry.metrics import LLM_IN_FLIGHT
 
 POLL = timedelta(milliseconds=10)
 JudgeFor = Callable[[ComparisonRequested], Judge]
@@ -37,6 +38,18 @@ async def call_judge(judge: Judge, request: ComparisonRequested) -> Judgement:
         return error_judgement(request, judge, ErrorKind.JUDGE_ERROR, f"{type(exc).__name__}: {exc}")
 
 
+def _result(request: ComparisonRequested, fut: Future[Judgement]) -> Judgement:
+    """The call's judgement; a cancelled call (loop shut down) is an error judgement."""
+    try:
+        return fut.result()
+    except BaseException as exc:  # noqa: BLE001 - CancelledError is a BaseException
+        return Judgement.for_request(
+            request, winner="error", error_kind=ErrorKind.JUDGE_ERROR,
+            error_detail=f"call did not finish: {type(exc).__name__}", provider=request.judge_provider,
+            model=request.judge_model or "unknown",
+        )
+
+
 class JudgeCallLogic(StatefulLogic[ComparisonRequested, Judgement, list[str]]):
     def __init__(self, judge_for: JudgeFor, snapshot: list[str] | None):
         self._judge_for = judge_for
@@ -50,8 +63,16 @@ class JudgeCallLogic(StatefulLogic[ComparisonRequested, Judgement, list[str]]):
         if request.event_id in self._pending:
             return  # the same attempt is already being judged
         self._pending[request.event_id] = request
-        fut = asyncio.run_coroutine_threadsafe(call_judge(self._judge_for(request), request), self._loop)
-        fut.add_done_callback(lambda f, r=request: self._done.put((r, f)))
+        judge = self._judge_for(request)
+        gauge = LLM_IN_FLIGHT.labels(judge.provider, judge.model)
+        gauge.inc()
+
+        def done(f: Future[Judgement], r: ComparisonRequested = request) -> None:
+            gauge.dec()
+            self._done.put((r, f))
+
+        fut = asyncio.run_coroutine_threadsafe(call_judge(judge, request), self._loop)
+        fut.add_done_callback(done)
 
     def _drain(self) -> list[Judgement]:
         out = []
@@ -61,7 +82,7 @@ class JudgeCallLogic(StatefulLogic[ComparisonRequested, Judgement, list[str]]):
             except queue.Empty:
                 return out
             self._pending.pop(request.event_id, None)
-            out.append(fut.result())
+            out.append(_result(request, fut))
 
     def on_item(self, value: ComparisonRequested) -> tuple[Iterable[Judgement], bool]:
         self._submit(value)
@@ -76,7 +97,7 @@ class JudgeCallLogic(StatefulLogic[ComparisonRequested, Judgement, list[str]]):
         while self._pending:
             request, fut = self._done.get()
             self._pending.pop(request.event_id, None)
-            out.append(fut.result())
+            out.append(_result(request, fut))
         return out, StatefulLogic.RETAIN
 
     def notify_at(self) -> datetime | None:
