@@ -74,6 +74,12 @@ def pg_url():
     create_schema(eng)
     eng.dispose()
     yield url
-    with admin.connect() as con:
-        con.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    for attempt in range(3):  # another test may be restarting Postgres right now
+        try:
+            admin.dispose()
+            with admin.connect() as con:
+                con.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+            break
+        except sa.exc.OperationalError:
+            ensure_postgres()
     admin.dispose()
