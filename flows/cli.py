@@ -32,6 +32,7 @@ def _assess_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--db", help="database URL (default: SQLite in the output folder)")
     p.add_argument("--batch-id", help="batch id (default: derived from the folder's content)")
     p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--metrics-port", type=int, default=None, help="serve Prometheus /metrics on this port")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -118,15 +119,15 @@ def cmd_assess(args: argparse.Namespace) -> int:
     from cj.stopping import StopRule, completion_target
     from flows.embedded import run_embedded
     from flows.output import ranking_table, write_results
-    from sinks.sql import create_schema, make_engine
 
     batch_id, events, settings = prepare_batch(args)
     judge = _build_judge(args.judge, args.model)
+    if args.metrics_port:
+        from prometheus_client import start_http_server
+
+        start_http_server(args.metrics_port, addr="127.0.0.1")
     args.out.mkdir(parents=True, exist_ok=True)
     db_url = args.db or f"sqlite:///{(args.out / 'cjflow.sqlite3').resolve()}"
-    engine = make_engine(db_url)
-    create_schema(engine)
-    engine.dispose()
     target = completion_target(
         len(events) - 1,
         StopRule(budget=settings.budget, max_mean_se=settings.max_mean_se, min_ssr=settings.min_ssr,

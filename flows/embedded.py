@@ -151,6 +151,12 @@ def run_embedded(
     on_judgement: Callable[[Judgement], None] | None = None,
 ) -> Collector:
     """Run batches to completion in this process; returns the collected results."""
+    if db_url and db_url.startswith("sqlite"):
+        from sinks.sql import create_schema, make_engine
+
+        engine = make_engine(db_url)
+        create_schema(engine)  # embedded SQLite: tables from the metadata (Postgres: migrations)
+        engine.dispose()
     batch_ids = {e.batch_id for e in events if e.event_type == "batch.opened"}
     bus = LoopBus(events, batch_ids)
     collector = Collector(bus, on_judgement)
