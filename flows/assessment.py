@@ -27,11 +27,7 @@ def build_flow(settings: Settings | None = None) -> Dataflow:
     good = op.filter("decodable", events, lambda e: not isinstance(e, DeadLetter))
     out = op.key_rm("unkey", assess_batches("assess", op.key_on("by_batch", good, lambda e: e.batch_id)))
     everything = op.merge("all", out, bad)
-    to_kafka = op.filter_map(
-        "to_kafka",
-        everything,
-        lambda e: (lambda topic: kafka_io.to_message(e, topic) if topic else None)(kafka_io.assessment_topic(e, settings)),
-    )
+    to_kafka = op.flat_map("to_kafka", everything, lambda e: kafka_io.assessment_messages(e, settings))
     op.output("kafka", to_kafka, kafka_io.sink(settings))
     if settings.database_url:
         records = op.filter("records", everything, lambda e: not isinstance(e, ComparisonRequested))

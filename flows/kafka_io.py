@@ -60,6 +60,18 @@ def assessment_topic(event: Envelope, settings: Settings) -> str | None:
     return None
 
 
+def assessment_messages(event: Envelope, settings: Settings) -> list[KafkaSinkMessage[bytes, bytes]]:
+    """The Kafka messages for one assessment-flow event (a result also goes to its batch's
+    callback topic, if the batch named one)."""
+    topic = assessment_topic(event, settings)
+    if topic is None:
+        return []
+    out = [to_message(event, topic)]
+    if isinstance(event, AssessmentResult) and event.callback_topic and event.callback_topic != topic:
+        out.append(to_message(event, event.callback_topic))
+    return out
+
+
 def judge_topic(event: Envelope, settings: Settings) -> str:
     """Judgements go to the comparison results topic, anything else to the dead letters."""
     return settings.topics.comparison_results if isinstance(event, Judgement) else settings.topics.deadletter

@@ -439,6 +439,7 @@ class BatchMachine:
             usage=usage,
             strays=self.strays,
             duplicates=self.duplicates,
+            callback_topic=self.opened.callback_topic,
             **base,  # type: ignore[arg-type]
         )
         out: list[Outbound] = [result]

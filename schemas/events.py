@@ -58,7 +58,7 @@ class BatchSettings(_Model):
     max_mean_se: float | None = Field(default=0.5, gt=0, description="Precision target: mean SE.")
     min_ssr: float | None = Field(default=None, ge=0, le=1, description="Precision target: SSR.")
     min_per_essay: int = Field(default=6, ge=1, description="Valid comparisons per essay first.")
-    max_repeats: int = Field(default=3, ge=1, description="Uses of one pair, positions swapped.")
+    max_repeats: int = Field(default=2, ge=1, description="Uses of one pair, positions swapped.")
     in_flight: int = Field(default=8, ge=1, le=10_000, description="Comparisons in flight.")
     pairing: Literal["adaptive", "random"] = "adaptive"
     seed: int = 0
@@ -131,7 +131,6 @@ class ComparisonRequested(Envelope):
     judge_model: str | None = None
     temperature: float | None = None
     deadline: datetime
-    reply_topic: str | None = None
 
     @classmethod
     def create(cls, batch_id: str, comparison_id: str, attempt: int, **kw: object) -> ComparisonRequested:
@@ -234,6 +233,9 @@ class AssessmentResult(Envelope):
     usage: list[ModelUsage] = []
     strays: int = 0
     duplicates: int = 0
+    callback_topic: str | None = Field(
+        default=None, description="The batch's callback topic; the result is published there too."
+    )
 
     @staticmethod
     def id_for(batch_id: str) -> str:

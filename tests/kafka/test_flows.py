@@ -58,13 +58,15 @@ def test_batches_complete_through_kafka(kafka_broker, tmp_path, workers, process
     check_results(events, results, 20)
 
 
-def test_dead_letters_keep_the_original_and_the_flow_goes_on(kafka_broker, tmp_path):
+def test_dead_letters_keep_the_original_and_the_flow_goes_on_and_callbacks_work(kafka_broker, tmp_path):
     from confluent_kafka import Producer
 
     cluster = FlowCluster(kafka_broker, tmp_path, partitions=1).setup()
     t = cluster.topics
     events = batch_events(1, 6, seed=5, settings=SETTINGS.model_copy(update={"budget": 15}), prefix="dl")
     bid = events[0].batch_id
+    callback = f"{cluster.prefix}.callback"
+    events[0] = events[0].model_copy(update={"callback_topic": callback})
     producer = Producer({"bootstrap.servers": kafka_broker})
     producer.produce(t.requests, key=b"x", value=b"{not json")
     producer.produce(t.requests, key=b"b", value=json.dumps({"event_type": "essay.submitted", "batch_id": "b"}).encode())
@@ -82,8 +84,10 @@ def test_dead_letters_keep_the_original_and_the_flow_goes_on(kafka_broker, tmp_p
         late = EssaySubmitted.create(bid, "late", "An essay for a finished batch.")
         cluster.publish(t.requests, [late])
         dead = [DeadLetter.model_validate_json(m.value) for m in cluster.read(t.deadletter, until=5, timeout=60, distinct=False)]
+        called_back = cluster.read(callback, until=1, timeout=30)
     finally:
         cluster.stop()
+    assert [AssessmentResult.model_validate_json(m.value).batch_id for m in called_back] == [bid]
     by_reason = {d.reason.split(":")[0]: d for d in dead}
     assert set(by_reason) >= {
         "invalid JSON", "invalid event", "judgement for an unknown batch", "essay for a finished batch"
