@@ -67,7 +67,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         start_http_server(port + (args.process_id or 0) if args.metrics_port is None else port)
     recovery = None
     if settings.recovery_dir is not None:
-        if not any(settings.recovery_dir.glob("part-*.sqlite3")):
+        # Partitions may live with process 0 only (Bytewax fails itself if none exist at all).
+        if (args.process_id or 0) == 0 and not any(settings.recovery_dir.glob("part-*.sqlite3")):
             raise InputError(f"no recovery partitions in {settings.recovery_dir}: run 'cjflow recovery init'")
         backup = timedelta(seconds=settings.backup_interval_s)
         recovery = RecoveryConfig(str(settings.recovery_dir), backup)
