@@ -1,6 +1,6 @@
 """`cjflow db ...`: database migrations (also what the Kubernetes migration Job runs).
 
-    cjflow db upgrade   [--url URL] [--revision head] [--sql] [--app-role NAME]
+    cjflow db upgrade   [--url URL] [--revision head] [--sql] [--app-role NAME] [--app-password-file F]
     cjflow db downgrade [REVISION (default -1; 'base' drops every table)] [--url URL] [--sql]
     cjflow db current   [--url URL]
 
@@ -11,6 +11,7 @@ migrations need an owner/admin role, the flows then connect as the app role.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 
@@ -28,6 +29,12 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
     common(up)
     up.add_argument("--revision", default="head")
     up.add_argument("--sql", action="store_true", help="print the SQL instead of running it")
+    up.add_argument(
+        "--app-password-file",
+        default=os.environ.get("CJFLOW_APP_PASSWORD_FILE") or None,
+        help="then set the app role's password from this file (default: $CJFLOW_APP_PASSWORD_FILE); "
+        "only its SCRAM verifier is sent",
+    )
     up.set_defaults(handler=cmd_upgrade)
 
     down = actions.add_parser("downgrade", help="migrate the schema down (default: one revision)")
@@ -74,6 +81,9 @@ def cmd_upgrade(args: argparse.Namespace) -> int:
             return
         migrate.upgrade(args.url, args.revision, app_role_name=args.app_role)
         print(f"database at revision {args.revision} ({migrate.head_revision()} is the newest)")
+        if args.app_password_file:
+            migrate.set_app_password(args.url, args.app_password_file, args.app_role)
+            print(f"set the password of role {migrate.app_role(args.app_role)}")
 
     return _guarded(run)
 

@@ -67,3 +67,14 @@ def exported_names() -> set[str]:
         for family in metric.describe():
             out.update(family.name + suffix for suffix in _SUFFIXES[family.type])
     return out
+
+# --- judge modes (appended by the judges package) -----------------------------------------------
+LLM_BUNDLE_SIZE = Histogram(
+    "cjflow_llm_bundle_comparisons", "Comparisons per bundled judge call", ["provider", "model"],
+    buckets=(1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 50),
+)
+LLM_PROVIDER_BATCHES = Counter(
+    "cjflow_llm_provider_batches_total", "Provider batch jobs (Message Batches / Batch API) by outcome",
+    ["provider", "model", "outcome"],
+)
+ALL = ALL + (LLM_BUNDLE_SIZE, LLM_PROVIDER_BATCHES)

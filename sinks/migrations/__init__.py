@@ -1,0 +1,1 @@
+"""Alembic migrations of the cjflow schema (run them with `cjflow db upgrade`)."""

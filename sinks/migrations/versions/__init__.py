@@ -1,0 +1,1 @@
+"""Alembic revisions, oldest first (numbered 0001, 0002, ...)."""
