@@ -31,7 +31,7 @@ def build_flow(settings: Settings | None = None) -> Dataflow:
     op.output("kafka", to_kafka, kafka_io.sink(settings))
     if settings.database_url:
         records = op.filter("records", everything, lambda e: not isinstance(e, ComparisonRequested))
-        op.output("db", records, SqlSink(settings.database_url))
+        op.output("db", records, SqlSink(settings.database_url, password_file=settings.database_password_file))
     return flow
 
 

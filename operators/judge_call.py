@@ -25,6 +25,7 @@ from schemas import ComparisonRequested, ErrorKind, Judgement, utc_now
 from telemetry.metrics import LLM_IN_FLIGHT
 
 POLL = timedelta(milliseconds=10)
+SWEEP = timedelta(seconds=1)
 JudgeFor = Callable[[ComparisonRequested], Judge]
 
 
@@ -55,6 +56,8 @@ class JudgeCallLogic(StatefulLogic[ComparisonRequested, Judgement, list[str]]):
         self._judge_for = judge_for
         self._loop = background_loop()
         self._pending: dict[str, ComparisonRequested] = {}
+        self._futures: dict[str, Future[Judgement]] = {}
+        self._next_sweep = utc_now() + SWEEP
         self._done: queue.SimpleQueue[tuple[ComparisonRequested, Future[Judgement]]] = queue.SimpleQueue()
         for raw in snapshot or ():
             self._submit(ComparisonRequested.model_validate_json(raw))
@@ -72,6 +75,7 @@ class JudgeCallLogic(StatefulLogic[ComparisonRequested, Judgement, list[str]]):
             self._done.put((r, f))
 
         fut = asyncio.run_coroutine_threadsafe(call_judge(judge, request), self._loop)
+        self._futures[request.event_id] = fut
         fut.add_done_callback(done)
 
     def _drain(self) -> list[Judgement]:
@@ -82,22 +86,51 @@ class JudgeCallLogic(StatefulLogic[ComparisonRequested, Judgement, list[str]]):
             except queue.Empty:
                 return out
             self._pending.pop(request.event_id, None)
-            out.append(_result(request, fut))
+            self._futures.pop(request.event_id, None)
+            if not fut.cancelled():
+                out.append(_result(request, fut))
+
+    def _abandon_overdue(self) -> None:
+        """Cancel calls running past their request's deadline (checked once a second): the
+        assessment flow has re-issued them, and they must not pile up in the snapshot."""
+        now = utc_now()
+        if now < self._next_sweep:
+            return
+        self._next_sweep = now + SWEEP
+        for event_id, request in list(self._pending.items()):
+            if request.deadline < now:
+                fut = self._futures.pop(event_id, None)
+                if fut is not None:
+                    fut.cancel()
+                del self._pending[event_id]
 
     def on_item(self, value: ComparisonRequested) -> tuple[Iterable[Judgement], bool]:
         self._submit(value)
         return self._drain(), StatefulLogic.RETAIN
 
     def on_notify(self) -> tuple[Iterable[Judgement], bool]:
+        self._abandon_overdue()
         return self._drain(), StatefulLogic.RETAIN
 
     def on_eof(self) -> tuple[Iterable[Judgement], bool]:
         # No notifications fire after end of input: wait here or the results are lost.
+        # A call still running past its request's deadline is abandoned: the assessment
+        # flow has re-issued it already, and a hung call must not keep the flow open.
         out = []
         while self._pending:
-            request, fut = self._done.get()
+            wait = max(r.deadline for r in self._pending.values()).timestamp() - utc_now().timestamp()
+            try:
+                request, fut = self._done.get(timeout=max(0.0, wait) + 0.05)
+            except queue.Empty:
+                for fut in self._futures.values():
+                    fut.cancel()
+                self._pending.clear()
+                self._futures.clear()
+                break
             self._pending.pop(request.event_id, None)
-            out.append(_result(request, fut))
+            self._futures.pop(request.event_id, None)
+            if not fut.cancelled():
+                out.append(_result(request, fut))
         return out, StatefulLogic.RETAIN
 
     def notify_at(self) -> datetime | None:

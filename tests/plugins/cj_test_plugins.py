@@ -32,3 +32,17 @@ def bad_output(essay_a: str, essay_b: str) -> str:
 
 
 NOT_CALLABLE = 3
+
+
+_SEEN: set = set()
+
+
+async def hangs_first_time(essay_a: str, essay_b: str) -> str:
+    """Never answers the first time it sees a pair (a stuck request); answers repeats."""
+    import asyncio
+
+    key = (essay_a, essay_b)
+    if key not in _SEEN:
+        _SEEN.add(key)
+        await asyncio.sleep(3600)
+    return "A" if _q(essay_a) >= _q(essay_b) else "B"
