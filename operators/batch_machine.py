@@ -116,6 +116,11 @@ class BatchMachine:
         self._in_flight = 0
         self._n_error = 0
         self._issued: list[tuple[int, int]] | None = None  # pairs asked (not errored), derived
+        # valid comparisons as columns, in answer order, and per-essay counts: derived
+        self._vf: list[int] = []
+        self._vs: list[int] = []
+        self._vw: list[bool] = []
+        self._counts: np.ndarray | None = None
 
     # ---- inputs -------------------------------------------------------------------------
     def handle(self, event: Inbound, now: datetime) -> list[Outbound]:
@@ -230,7 +235,7 @@ class BatchMachine:
         if j.is_valid:
             c.state, c.first_won = VALID, j.winner == "A"
             self._in_flight -= 1
-            self.valid_order.append(seq)
+            self._record_valid(seq, c)
         else:
             kind = j.error_kind or ErrorKind.JUDGE_ERROR
             self.errors_by_kind[kind.value] += 1
@@ -327,17 +332,30 @@ class BatchMachine:
             min_per_essay=s.min_per_essay, max_repeats=s.max_repeats,
         )
 
+    def _record_valid(self, seq: int, c: Comparison) -> None:
+        self.valid_order.append(seq)
+        self._vf.append(c.first)
+        self._vs.append(c.second)
+        self._vw.append(c.first_won)
+        if self._counts is not None:
+            self._counts[c.first] += 1
+            self._counts[c.second] += 1
+
     def _valid_arrays(self, upto: int | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        valid = [self.comps[q] for q in self.valid_order[:upto]]
-        first = np.fromiter((c.first for c in valid), dtype=np.int64, count=len(valid))
-        second = np.fromiter((c.second for c in valid), dtype=np.int64, count=len(valid))
-        won = np.fromiter((c.first_won for c in valid), dtype=bool, count=len(valid))
-        return first, second, won
+        """(first, second, first_won) of the valid comparisons in the order answered."""
+        k = len(self._vf) if upto is None else upto
+        return (
+            np.array(self._vf[:k], dtype=np.int64),
+            np.array(self._vs[:k], dtype=np.int64),
+            np.array(self._vw[:k], dtype=bool),
+        )
 
     def _valid_per_essay(self) -> np.ndarray:
-        first, second, _ = self._valid_arrays()
-        n = len(self.essays)
-        return np.bincount(first, minlength=n) + np.bincount(second, minlength=n)
+        if self._counts is None:
+            first, second, _ = self._valid_arrays()
+            n = len(self.essays)
+            self._counts = np.bincount(first, minlength=n) + np.bincount(second, minlength=n)
+        return self._counts
 
     def _refit_every(self, n_valid: int) -> int:
         """Refit on every judgement early on, then every few: a 1,000-essay fit costs ms."""
@@ -445,7 +463,9 @@ class BatchMachine:
         out: list[Outbound] = [result]
         if usage:
             out.append(ResourceUsage(event_id=ResourceUsage.id_for(self.batch_id), usage=usage, **base))  # type: ignore[arg-type]
-        self.essays, self.comps, self._fit = [], [], None  # the tombstone only counts strays
+        # the tombstone only counts strays
+        self.essays, self.comps, self._fit, self._issued = [], [], None, None
+        self.valid_order, self._vf, self._vs, self._vw, self._counts = [], [], [], [], None
         return out
 
     def _usage_list(self) -> list[ModelUsage]:
@@ -515,7 +535,9 @@ class BatchMachine:
         m.early = [EssaySubmitted.model_validate_json(e) for e in snap["early"]]
         m.rejected = snap["rejected"]
         m.comps = [Comparison(*c) for c in snap["comps"]]
-        m.valid_order, m.fit_n = list(snap["order"]), snap["fit_n"]
+        for seq in snap["order"]:
+            m._record_valid(seq, m.comps[seq])
+        m.fit_n = snap["fit_n"]
         m._in_flight = sum(1 for c in m.comps if c.state == FLIGHT)
         m._n_error = sum(1 for c in m.comps if c.state == ERROR)
         m.errors_by_kind = Counter(snap["errors"])
