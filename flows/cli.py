@@ -33,12 +33,17 @@ def _assess_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--batch-id", help="batch id (default: derived from the folder's content)")
     p.add_argument("--no-progress", action="store_true")
     p.add_argument("--metrics-port", type=int, default=None, help="serve Prometheus /metrics on this port")
+    p.add_argument("--no-png", action="store_true", help="do not write scale.png")
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="cjflow", description="Comparative Judgement of essays with LLM judges.")
     sub = parser.add_subparsers(dest="command", required=True)
     _assess_parser(sub)
+    rep = sub.add_parser("report", help="print the ranking of a results.json and draw its scale")
+    rep.add_argument("results", type=Path, help="results.json written by 'cjflow assess'")
+    rep.add_argument("--png", type=Path, default=None, help="PNG to write (default: beside the results)")
+    rep.set_defaults(handler=cmd_report)
     sch = sub.add_parser("schemas", help="JSON Schemas of the events")
     sch.add_argument("action", choices=["export", "check"])
     sch.add_argument("--dir", type=Path, default=None)
@@ -141,10 +146,35 @@ def cmd_assess(args: argparse.Namespace) -> int:
     if result is None:
         reasons = "; ".join(d.reason for d in collector.dead_letters) or "no result"
         raise InputError(f"batch {batch_id} did not finish: {reasons}")
-    json_path, csv_path = write_results(result, args.out)
+    elapsed = time.perf_counter() - started
+    written = [*write_results(result, args.out)]
+    if not args.no_png and result.essays:
+        from flows.report import plot_scale
+
+        written.append(plot_scale(result, args.out / "scale.png"))
     print(ranking_table(result))
-    print(f"\nbatch {batch_id}: {time.perf_counter() - started:.2f} s; wrote {json_path}, {csv_path}, {db_url}")
+    print(f"\nbatch {batch_id}: {elapsed:.2f} s; wrote {', '.join(map(str, written))}, {db_url}")
     return 0 if result.status.value != "failed" else 1
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from pydantic import ValidationError
+
+    from flows.output import ranking_table
+    from flows.report import plot_scale
+    from schemas import AssessmentResult
+
+    try:
+        result = AssessmentResult.model_validate_json(args.results.read_bytes())
+    except FileNotFoundError:
+        raise InputError(f"results file not found: {args.results}") from None
+    except (OSError, ValidationError, ValueError) as exc:
+        first = str(exc).splitlines()[0]
+        raise InputError(f"not a cjflow results file: {args.results}: {first}") from None
+    print(ranking_table(result))
+    png = plot_scale(result, args.png or args.results.with_name("scale.png"))
+    print(f"\nwrote {png}")
+    return 0
 
 
 def _build_judge(name: str, model: str | None):

@@ -139,3 +139,23 @@ def test_bad_input_gives_one_line_error_and_nonzero_exit(tmp_path, setup, args, 
     assert "Traceback" not in proc.stderr
     assert len(err.splitlines()) == 1 and err.startswith("cjflow: error:"), err
     assert message in err
+
+
+def test_assess_draws_the_scale_and_report_redraws_it(tmp_path, examples, capsys):
+    out = tmp_path / "out"
+    assert main(["assess", str(examples / "essays"), "--anchors", str(examples / "anchors.csv"), "--out", str(out),
+                 "--no-progress", "--budget", "80"]) == 0
+    png = out / "scale.png"
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 10_000
+    capsys.readouterr()
+    assert main(["report", str(out / "results.json"), "--png", str(tmp_path / "again.png")]) == 0
+    printed = capsys.readouterr().out
+    assert "anchor A" in printed and (tmp_path / "again.png").exists()
+
+
+def test_report_on_a_file_that_is_not_a_result_is_a_one_line_error(tmp_path):
+    bad = tmp_path / "r.json"
+    bad.write_text('{"hello": 1}')
+    proc = run_cli("report", str(bad))
+    assert proc.returncode == 2 and proc.stderr.startswith("cjflow: error: not a cjflow results file")
+    assert len(proc.stderr.strip().splitlines()) == 1
