@@ -10,10 +10,9 @@ from __future__ import annotations
 
 import asyncio
 import queue
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from concurrent.futures import Future
 from datetime import datetime, timedelta
-from typing import Iterable
 
 import bytewax.operators as op
 from bytewax.dataflow import operator

@@ -77,4 +77,4 @@ LLM_PROVIDER_BATCHES = Counter(
     "cjflow_llm_provider_batches_total", "Provider batch jobs (Message Batches / Batch API) by outcome",
     ["provider", "model", "outcome"],
 )
-ALL = ALL + (LLM_BUNDLE_SIZE, LLM_PROVIDER_BATCHES)
+ALL = ALL + (LLM_BUNDLE_SIZE, LLM_PROVIDER_BATCHES)  # type: ignore[assignment]

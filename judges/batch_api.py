@@ -1,0 +1,259 @@
+"""The providers' batch APIs (Anthropic Message Batches, OpenAI Batch: half price, results
+within hours) for batches that can wait. Requests are collected for a window, submitted as
+one provider batch, polled until it has ended, and each result goes back to its caller.
+
+A raising judge like the provider clients (it sits inside the retry layer, so an errored or
+expired item is submitted again in a later batch). Recovery re-issues in-flight requests,
+which then go into a new provider batch: the old one's results are paid for but unused.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from typing import Any, Literal, Protocol
+
+from judges.anthropic_judge import AnthropicJudge
+from judges.anthropic_judge import map_error as anthropic_error
+from judges.errors import ProviderError, kind_for_status
+from judges.llm import LLMJudge
+from judges.openai_judge import OpenAIJudge
+from judges.openai_judge import map_error as openai_error
+from judges.prompt import Prompt, build_prompt
+from schemas import ComparisonRequested, ErrorKind, Judgement
+from telemetry.metrics import LLM_PROVIDER_BATCHES
+
+Results = dict[str, Any]  # custom id -> provider response object, or a ProviderError
+
+
+class BatchBackend(Protocol):
+    async def submit(self, items: list[tuple[str, dict[str, Any]]]) -> str: ...
+
+    async def status(self, batch_id: str) -> str:
+        """'running', 'ended', or 'failed: why'."""
+
+    async def results(self, batch_id: str) -> Results: ...
+
+
+class AnthropicBatches:
+    def __init__(self, judge: AnthropicJudge):
+        self.client = judge.client
+
+    async def submit(self, items: list[tuple[str, dict[str, Any]]]) -> str:
+        try:
+            batch = await self.client.messages.batches.create(
+                requests=[{"custom_id": cid, "params": body} for cid, body in items]  # type: ignore[misc,typeddict-item]
+            )
+        except Exception as exc:  # noqa: BLE001 - SDK errors mapped by kind
+            raise anthropic_error(exc) from None
+        return batch.id
+
+    async def status(self, batch_id: str) -> str:
+        try:
+            batch = await self.client.messages.batches.retrieve(batch_id)
+        except Exception as exc:  # noqa: BLE001
+            raise anthropic_error(exc) from None
+        return "ended" if batch.processing_status == "ended" else "running"
+
+    async def results(self, batch_id: str) -> Results:
+        out: Results = {}
+        try:
+            async for item in await self.client.messages.batches.results(batch_id):
+                result = item.result
+                if result.type == "succeeded":
+                    out[item.custom_id] = result.message
+                elif result.type == "errored":
+                    err = result.error.error
+                    kind = _ANTHROPIC_KINDS.get(getattr(err, "type", ""), ErrorKind.SERVER_ERROR)
+                    out[item.custom_id] = ProviderError(
+                        kind, f"batch item errored: {getattr(err, 'message', err)}"[:400]
+                    )
+                else:  # expired or canceled: worth another try
+                    out[item.custom_id] = ProviderError(ErrorKind.TIMEOUT, f"batch item {result.type}")
+        except ProviderError:
+            raise
+        except Exception as exc:  # noqa: BLE001
+            raise anthropic_error(exc) from None
+        return out
+
+
+_ANTHROPIC_KINDS = {
+    "invalid_request_error": ErrorKind.BAD_REQUEST,
+    "authentication_error": ErrorKind.AUTH,
+    "permission_error": ErrorKind.AUTH,
+    "not_found_error": ErrorKind.NOT_FOUND,
+    "rate_limit_error": ErrorKind.RATE_LIMITED,
+    "overloaded_error": ErrorKind.OVERLOADED,
+    "api_error": ErrorKind.SERVER_ERROR,
+}
+
+
+class OpenAIBatches:
+    ENDPOINT: Literal["/v1/chat/completions"] = "/v1/chat/completions"
+
+    def __init__(self, judge: OpenAIJudge):
+        self.client = judge.client
+
+    async def submit(self, items: list[tuple[str, dict[str, Any]]]) -> str:
+        lines = [
+            json.dumps({"custom_id": cid, "method": "POST", "url": self.ENDPOINT, "body": body}) for cid, body in items
+        ]
+        data = ("\n".join(lines) + "\n").encode()
+        try:
+            file = await self.client.files.create(
+                file=("cjflow-batch.jsonl", data, "application/jsonl"), purpose="batch"
+            )
+            batch = await self.client.batches.create(
+                input_file_id=file.id,
+                endpoint=self.ENDPOINT,
+                completion_window="24h",
+            )
+        except Exception as exc:  # noqa: BLE001
+            raise openai_error(exc) from None
+        return batch.id
+
+    async def status(self, batch_id: str) -> str:
+        try:
+            batch = await self.client.batches.retrieve(batch_id)
+        except Exception as exc:  # noqa: BLE001
+            raise openai_error(exc) from None
+        self._last = batch
+        if batch.status in ("completed", "expired", "cancelled"):
+            return "ended"
+        if batch.status == "failed":
+            return f"failed: {batch.errors}"
+        return "running"
+
+    async def results(self, batch_id: str) -> Results:
+        batch = getattr(self, "_last", None)
+        if batch is None or batch.id != batch_id:
+            batch = await self.client.batches.retrieve(batch_id)
+        out: Results = {}
+        try:
+            for file_id in (batch.output_file_id, batch.error_file_id):
+                if not file_id:
+                    continue
+                content = await self.client.files.content(file_id)
+                for line in content.text.splitlines():
+                    if not line.strip():
+                        continue
+                    rec = json.loads(line)
+                    response = rec.get("response") or {}
+                    status = response.get("status_code", 0)
+                    if status == 200:
+                        out[rec["custom_id"]] = response.get("body")
+                    else:
+                        detail = json.dumps(rec.get("error") or response.get("body"))[:300]
+                        kind = kind_for_status(status) if status else ErrorKind.SERVER_ERROR
+                        out[rec["custom_id"]] = ProviderError(
+                            kind, f"batch item HTTP {status}: {detail}", status=status
+                        )
+        except ProviderError:
+            raise
+        except Exception as exc:  # noqa: BLE001
+            raise openai_error(exc) from None
+        return out
+
+
+def backend_for(judge: LLMJudge) -> BatchBackend:
+    if isinstance(judge, AnthropicJudge):
+        return AnthropicBatches(judge)
+    if isinstance(judge, OpenAIJudge):
+        return OpenAIBatches(judge)
+    raise ValueError(f"no batch API for {judge!r}")
+
+
+_Pending = list[tuple[ComparisonRequested, "asyncio.Future[Judgement]"]]
+
+
+class BatchApiJudge:
+    def __init__(
+        self,
+        inner: LLMJudge,
+        window_s: float = 5.0,
+        max_requests: int = 10_000,
+        poll_s: float = 30.0,
+        backend: BatchBackend | None = None,
+    ):
+        self.inner = inner
+        self.provider, self.model = inner.provider, inner.model
+        self.backend = backend or backend_for(inner)
+        self.window_s, self.max_requests, self.poll_s = window_s, max_requests, poll_s
+        self._open: _Pending | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    async def judge(self, request: ComparisonRequested) -> Judgement:
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[Judgement] = loop.create_future()
+        if self._open is None:
+            self._open = []
+            loop.call_later(self.window_s, self._flush, self._open)
+        group = self._open
+        group.append((request, fut))
+        if len(group) >= self.max_requests:
+            self._flush(group)
+        return await fut
+
+    def _flush(self, group: _Pending) -> None:
+        if self._open is not group:
+            return
+        self._open = None
+        task = asyncio.get_running_loop().create_task(self._run(group))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _run(self, group: _Pending) -> None:
+        self.inner.remember_loop()
+        started = time.perf_counter()
+        prompts: dict[str, tuple[ComparisonRequested, Prompt, asyncio.Future[Judgement]]] = {}
+        items = []
+        for i, (request, fut) in enumerate(group):
+            cid = f"r{i}"
+            prompt = build_prompt(request)
+            temperature = request.temperature if request.temperature is not None else self.inner.settings.temperature
+            items.append(
+                (cid, self.inner.request_body(prompt, self.inner.settings.max_tokens, temperature, bundle=False))
+            )
+            prompts[cid] = (request, prompt, fut)
+        try:
+            batch_id = await self.backend.submit(items)
+            while True:
+                state = await self.backend.status(batch_id)
+                if state == "ended":
+                    break
+                if state.startswith("failed"):
+                    raise ProviderError(ErrorKind.SERVER_ERROR, f"provider batch {batch_id} {state}"[:400])
+                await asyncio.sleep(self.poll_s)
+            results = await self.backend.results(batch_id)
+        except ProviderError as exc:
+            LLM_PROVIDER_BATCHES.labels(self.provider, self.model, exc.kind.value).inc()
+            for _, _, fut in prompts.values():
+                if not fut.done():
+                    fut.set_exception(ProviderError(exc.kind, exc.detail, exc.retry_after, status=exc.status))
+            return
+        except Exception as exc:  # noqa: BLE001
+            for _, _, fut in prompts.values():
+                if not fut.done():
+                    fut.set_exception(exc)
+            return
+        LLM_PROVIDER_BATCHES.labels(self.provider, self.model, "ok").inc()
+        latency = (time.perf_counter() - started) * 1000
+        for cid, (request, prompt, fut) in prompts.items():
+            if fut.done():
+                continue
+            result = results.get(cid)
+            if result is None:
+                fut.set_exception(
+                    ProviderError(ErrorKind.SERVER_ERROR, "no result for this request in the provider batch")
+                )
+            elif isinstance(result, ProviderError):
+                fut.set_exception(result)
+            else:
+                try:
+                    fut.set_result(self.inner.judgement_from(request, result, prompt, latency))
+                except ProviderError as exc:
+                    fut.set_exception(exc)
+
+    async def aclose(self) -> None:
+        await self.inner.aclose()
