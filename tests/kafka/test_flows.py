@@ -112,19 +112,22 @@ def test_kill_nine_ten_times_loses_nothing(kafka_broker, tmp_path, pg_url):
     cluster = FlowCluster(kafka_broker, tmp_path, snapshot_s=0.5, db_url=pg_url).setup()
     events = batch_events(20, 30, seed=99, settings=settings, prefix="kill")
     cluster.start()
+    finished_at_kill = []
     try:
         cluster.publish(cluster.topics.requests, events)
         for _ in range(10):
             import time
 
-            time.sleep(float(rng.uniform(0.5, 3.0)))
+            time.sleep(float(rng.uniform(0.3, 2.0)))
             victims = [("assessment",), ("judge",), ("assessment", "judge")][int(rng.integers(3))]
             cluster.kill(victims)
+            finished_at_kill.append(len(results_by_batch(cluster, 20, timeout=0.5)))
             cluster.start(victims)
         results = results_by_batch(cluster, 20, timeout=300)
     finally:
         cluster.stop()
     assert len(results) == 20, cluster.logs()
+    assert finished_at_kill[0] < 20 and sum(1 for f in finished_at_kill if f < 20) >= 3, finished_at_kill
     for bid, rs in results.items():
         assert len({r.model_dump_json() for r in rs}) == 1, f"batch {bid}: distinct results {len(rs)}"
         assert rs[0].status.value == "completed"
