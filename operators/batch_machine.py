@@ -271,7 +271,9 @@ class BatchMachine:
         want = min(s.in_flight - in_flight, s.budget - n_valid - in_flight)
         out: list[Outbound] = []
         pairs_left = True
-        if want > 0:
+        # Top up in chunks once half the window has drained: one pairing call per chunk
+        # rather than per judgement, while the pipeline stays at least half full.
+        if want > 0 and in_flight <= s.in_flight // 2:
             if self._issued is None:
                 self._issued = [(c.first, c.second) for c in self.comps if c.state != ERROR]
             issued = self._issued
