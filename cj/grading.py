@@ -1,11 +1,10 @@
 """Grade projection: cut points on the theta scale from anchors, grade probabilities per essay.
 
-Anchors are essays with known grades. Each anchored grade gets a centre on the theta scale
-(the mean theta of its anchors, made non-decreasing by isotonic regression); grades without
-anchors get centres by linear interpolation between anchored neighbours, or by
-extrapolation with the mean spacing per grade step beyond the anchored range. Cut points
-are the midpoints between adjacent centres. An essay's grade probabilities are the mass of
-N(theta, SE^2) in each interval, widened by the uncertainty of the cut points themselves.
+Anchors are essays with known grades. The scale fixes the grades' relative layout (bands
+of a normal population with the scale's priors, or equal spacing); the anchors place it
+on the theta scale (origin and spread, by weighted least squares), which gives ordered cut
+points for every grade, anchored or not. An essay's grade probabilities are the mass of
+N(theta, SE^2) in each interval, widened by the uncertainty of the cut points.
 """
 
 from __future__ import annotations
@@ -14,7 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
-from scipy.special import ndtr
+from scipy.special import ndtr, ndtri
 
 from cj.errors import GradingError
 from cj.scales import GradeScale
@@ -26,6 +25,8 @@ __all__ = [
     "fit_cut_points",
     "project_grades",
     "validate_anchor_grades",
+    "grade_scores",
+    "grade_probabilities",
 ]
 
 
@@ -56,12 +57,15 @@ class CutPoints:
     centres : (len(scale.categories),) theta of each grade's centre (anchored or inferred).
     cut_se : (len(cuts),) standard error of each boundary (from the anchors' SEs and the
         anchors' spread within a grade band); zeros if unknown.
+    shared_var : error variance an essay shares with the cut points (the common shift of
+        the whole scale, prior_sd^2 / n_items); it cancels in theta - cut.
     """
 
     scale: GradeScale
     cuts: np.ndarray
     centres: np.ndarray | None = None
     cut_se: np.ndarray | None = None
+    shared_var: float = 0.0
 
 
 def validate_anchor_grades(scale: GradeScale, grades: Sequence[str], *, require_enough: bool = False) -> None:
@@ -84,16 +88,26 @@ def validate_anchor_grades(scale: GradeScale, grades: Sequence[str], *, require_
             raise GradingError(f"need anchors of at least 2 distinct grades, got only {sorted(set(grades))}")
 
 
-def _isotonic(values: np.ndarray, weights: np.ndarray) -> np.ndarray:
-    """Weighted non-decreasing least-squares fit (pool adjacent violators)."""
-    blocks: list[list[float]] = []  # [mean, weight, size]
-    for v, w in zip(values, weights):
-        blocks.append([float(v), float(w), 1])
-        while len(blocks) > 1 and blocks[-2][0] > blocks[-1][0]:
-            m2, w2, n2 = blocks.pop()
-            m1, w1, n1 = blocks.pop()
-            blocks.append([(m1 * w1 + m2 * w2) / (w1 + w2), w1 + w2, n1 + n2])
-    return np.concatenate([np.full(int(n), m) for m, _, n in blocks])
+def grade_scores(scale: GradeScale) -> tuple[np.ndarray, np.ndarray]:
+    """Relative positions of grade centres and of the boundaries between them.
+
+    With population priors (and no below_lowest grade), grades are bands of a standard
+    normal population holding those shares: boundaries at its quantiles, centres at the
+    band means. Otherwise grades are equally spaced: centre g at g, boundaries halfway.
+    The theta scale is then a + b * score; only a and b are fitted from the anchors.
+    """
+    k = len(scale.categories)
+    if scale.priors is not None and scale.below_lowest is None:
+        shares = np.asarray(scale.priors, dtype=float)
+        shares = np.clip(shares, 1e-9, None) / np.clip(shares, 1e-9, None).sum()
+        bounds = ndtri(np.clip(np.cumsum(shares)[:-1], 1e-12, 1 - 1e-12))
+        edges = np.concatenate([[-np.inf], bounds, [np.inf]])
+        dens = np.exp(-0.5 * np.where(np.isfinite(edges), edges, 0.0) ** 2) / np.sqrt(2 * np.pi)
+        dens[~np.isfinite(edges)] = 0.0
+        centres = (dens[:-1] - dens[1:]) / shares
+        return centres, bounds
+    idx = np.arange(k, dtype=float)
+    return idx, idx[:-1] + 0.5
 
 
 def fit_cut_points(
@@ -102,6 +116,8 @@ def fit_cut_points(
     anchor_grades: Sequence[str],
     *,
     anchor_se: np.ndarray | None = None,
+    prior_sd: float | None = 2.0,
+    n_items: int | None = None,
 ) -> CutPoints:
     """Cut points between adjacent grades of `scale` from anchor essays' abilities.
 
@@ -110,27 +126,42 @@ def fit_cut_points(
     scale : the grade scale; anchors may carry any of `scale.categories`.
     anchor_theta : (a,) fitted abilities of the anchors.
     anchor_grades : (a,) their known grades.
-    anchor_se : (a,) their SEs; used for the cut points' uncertainty (optional).
+    anchor_se : (a,) their SEs (optional, recommended: they weight the anchors, widen the
+        cuts and undo the prior's shrinkage).
+    prior_sd : the prior sd the abilities were fitted with (`fit_bt`'s `prior_sd`); None
+        if they were not shrunk.
+    n_items : essays in the fit (anchors included). With the prior, every fitted ability
+        shares one common-shift error of variance prior_sd^2 / n_items; anchors and essays
+        share it, so it cancels between an essay and a cut point. Given, projections
+        leave it out (otherwise they are slightly underconfident).
 
     Returns
     -------
-    CutPoints with strictly increasing `cuts`.
+    CutPoints with strictly increasing `cuts`, grade `centres` and `cut_se`.
 
     Raises
     ------
     GradingError : unknown grade, fewer than 2 anchors or 2 distinct grades, lengths differ,
-        or anchors ordered against the scale so badly that no spacing between grades is left.
+        or anchors ordered against the scale (higher grades scoring lower overall).
 
     Notes
     -----
-    Centre of an anchored grade = mean theta of its anchors; inversions (a higher grade's
-    anchors scoring lower) are pooled by isotonic regression weighted by anchor counts.
-    Unanchored grades between anchored ones are interpolated linearly in grade steps; those
-    beyond are extrapolated with the mean step (range of anchored centres / grade steps).
-    Cut = midpoint of adjacent centres; pooled grades are spread a quarter step apart so
-    every grade keeps a non-empty interval. The cut SE combines the SEs of the centres it
-    lies between (anchor SE^2 / count, plus a band-width term step^2 / 12 / count for where
-    an anchor sits inside its band) and, for extrapolated grades, grows with the distance.
+    The grades' relative layout comes from the scale (`grade_scores`: population priors
+    or equal spacing); the anchors fit only its origin and spread, theta = a + b * score,
+    by weighted least squares. Two parameters from a handful of anchors are stable, where
+    a separate centre per grade would let each grade's width follow one anchor's noise,
+    and the grade probabilities would then be overconfident (measured in
+    `bench/cj_grading.py`). Grades without anchors follow from the layout, above, below
+    or between anchored ones. Each anchor's variance is its SE^2 plus the spread of a
+    position inside its band (width^2 / 12); the cut SEs come from the fit's covariance,
+    inflated when the anchors scatter clearly more than that (chi^2 / dof above
+    1 + 2 sd of its null distribution).
+
+    The fitted abilities are posterior means, shrunk towards 0 by the prior, while an
+    essay's posterior N(theta, SE^2) is about its true ability; so with `anchor_se` the
+    prior is divided out of each anchor first (mean theta / (1 - SE^2 / prior_sd^2),
+    variance 1 / (1/SE^2 - 1/prior_sd^2)) and the cuts land on the true scale. Without it,
+    shrunk cut points make extreme grades overconfident.
     """
     theta = np.asarray(anchor_theta, dtype=float).reshape(-1)
     grades = list(anchor_grades)
@@ -143,44 +174,52 @@ def fit_cut_points(
     if se.shape != theta.shape:
         raise GradingError("anchor_se must have one value per anchor")
 
-    cats = scale.categories
-    k = len(cats)
-    pos = {g: i for i, g in enumerate(cats)}
+    if anchor_se is not None and prior_sd is not None and prior_sd > 0:
+        # Divide the prior out: the anchors' likelihood alone, on the true scale.
+        info = np.maximum(1.0 / np.maximum(se, 1e-9) ** 2 - 1.0 / prior_sd**2, 1e-6)
+        theta = theta / (np.maximum(se, 1e-9) ** 2 * info)
+        se = np.sqrt(1.0 / info)
+
+    centre_scores, cut_scores = grade_scores(scale)
+    pos = {g: i for i, g in enumerate(scale.categories)}
     gi = np.array([pos[g] for g in grades])
-    counts = np.bincount(gi, minlength=k)
-    anchored = np.flatnonzero(counts)
-    means = np.bincount(gi, weights=theta, minlength=k)[anchored] / counts[anchored]
-    centre_var = np.bincount(gi, weights=se**2, minlength=k)[anchored] / counts[anchored] ** 2
-    iso = _isotonic(means, counts[anchored].astype(float))
-    span_steps = int(anchored[-1] - anchored[0])
-    step = (iso[-1] - iso[0]) / span_steps
-    if not step > 1e-9:
+    x = np.column_stack([np.ones_like(theta), centre_scores[gi]])
+    # Band width in score units, for where inside its band an anchor may sit; the open
+    # end bands get the width of their neighbour.
+    widths = np.diff(cut_scores)
+    band = np.concatenate([[widths[0] if widths.size else 1.0], widths, [widths[-1] if widths.size else 1.0]])
+
+    def solve(weights: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        xtw = x.T * weights
+        cov = np.linalg.pinv(xtw @ x)
+        return cov @ (xtw @ theta), cov
+
+    coef, _ = solve(np.ones_like(theta))
+    if not coef[1] > 1e-9:
         raise GradingError(
             f"anchors do not separate the grades of {scale.name!r}: higher grades do not score higher"
         )
-    idx = np.arange(k)
-    centres = np.interp(idx, anchored, iso)
-    below = idx < anchored[0]
-    above = idx > anchored[-1]
-    centres[below] = iso[0] - step * (anchored[0] - idx[below])
-    centres[above] = iso[-1] + step * (idx[above] - anchored[-1])
-    # Pooled (tied) centres would give empty grades: spread them a quarter step apart.
-    min_gap = 0.25 * step
-    for i in range(1, k):
-        if centres[i] < centres[i - 1] + min_gap:
-            centres[i] = centres[i - 1] + min_gap
-
-    # Uncertainty of each centre: measured (anchors' SE and where in its band an anchor
-    # sits) for anchored grades, interpolated between, growing by one step's worth per
-    # step of extrapolation.
-    band_var = step**2 / 12.0
-    var_anch = centre_var + band_var / counts[anchored]
-    cvar = np.interp(idx, anchored, var_anch)
-    cvar[below] = var_anch[0] + band_var * (anchored[0] - idx[below])
-    cvar[above] = var_anch[-1] + band_var * (idx[above] - anchored[-1])
-    cuts = 0.5 * (centres[:-1] + centres[1:])
-    cut_se = 0.5 * np.sqrt(cvar[:-1] + cvar[1:])
-    return CutPoints(scale=scale, cuts=cuts, centres=centres, cut_se=cut_se)
+    var = se**2 + (coef[1] * band[gi]) ** 2 / 12.0
+    var = np.maximum(var, 1e-6)
+    coef, cov = solve(1.0 / var)
+    if not coef[1] > 1e-9:
+        raise GradingError(
+            f"anchors do not separate the grades of {scale.name!r}: higher grades do not score higher"
+        )
+    dof = theta.shape[0] - 2
+    if dof > 0:
+        # Widen only for a clear misfit: with a few anchors chi^2/dof scatters widely, and
+        # max(1, chi^2/dof) on every batch would make all projections underconfident.
+        chi2 = float(np.sum((theta - x @ coef) ** 2 / var)) / dof
+        if chi2 > 1.0 + 2.0 * np.sqrt(2.0 / dof):
+            cov = cov * chi2
+    a, b = coef
+    cuts = a + b * cut_scores
+    centres = a + b * centre_scores
+    z = np.column_stack([np.ones_like(cut_scores), cut_scores])
+    cut_se = np.sqrt(np.maximum(np.einsum("ij,jk,ik->i", z, cov, z), 0.0))
+    shared = prior_sd**2 / n_items if (n_items and anchor_se is not None and prior_sd) else 0.0
+    return CutPoints(scale=scale, cuts=cuts, centres=centres, cut_se=cut_se, shared_var=float(shared))
 
 
 def grade_probabilities(cuts: CutPoints, theta: np.ndarray, se: np.ndarray) -> np.ndarray:
@@ -195,7 +234,9 @@ def grade_probabilities(cuts: CutPoints, theta: np.ndarray, se: np.ndarray) -> n
         raise GradingError("theta and se differ in length")
     c = np.asarray(cuts.cuts, dtype=float).reshape(1, -1)
     cse = np.zeros_like(c) if cuts.cut_se is None else np.asarray(cuts.cut_se, dtype=float).reshape(1, -1)
-    sd = np.sqrt(s**2 + cse**2)
+    total = s**2 + cse**2
+    # The scale's common shift is in both the essay's and the cuts' errors and cancels.
+    sd = np.sqrt(np.maximum(total - 2.0 * cuts.shared_var, 0.25 * total))
     with np.errstate(divide="ignore", invalid="ignore"):
         z = np.where(sd > 0, (th - c) / np.where(sd > 0, sd, 1.0), np.where(th >= c, np.inf, -np.inf))
     above = ndtr(z)  # P(theta above each cut), should fall with the cut index

@@ -370,7 +370,7 @@ def _newton(problem: _Problem, x: np.ndarray, tol: float, max_iter: int) -> tupl
         else:
             # Inexact Newton: loose solves far from the optimum, accurate ones near it.
             gnorm = float(np.max(np.abs(grad)))
-            step = _pcg(problem, grad, rtol=min(0.1, max(gnorm, 1e-12) ** 0.5), maxiter=4 * problem.dim)
+            step = _pcg(problem, grad, rtol=min(1e-2, max(gnorm, 1e-12)), maxiter=4 * problem.dim)
         biggest = float(np.max(np.abs(step)))
         if biggest > _MAX_STEP:
             step *= _MAX_STEP / biggest
@@ -390,11 +390,26 @@ def _newton(problem: _Problem, x: np.ndarray, tol: float, max_iter: int) -> tupl
 
 
 def _inverse_diagonal(hm: np.ndarray) -> np.ndarray:
-    """diag(H^-1) for a symmetric positive definite H, via LAPACK potrf + potri."""
-    c, info = scipy.linalg.lapack.dpotrf(hm, lower=True, clean=False, overwrite_a=True)
+    """diag(H^-1) for a symmetric positive definite H.
+
+    Column sums of squares of L^-1 from the Cholesky factor (potrf + trtri: two thirds of
+    the work of a full inverse). Large problems run in float32, twice as fast: the prior
+    bounds H's condition number, and SEs need 6 digits, not 15.
+    """
+    dim = hm.shape[0]
+    if dim > _DENSE_MAX_DIM:
+        a = np.array(hm, dtype=np.float32, order="F")
+        c, info = scipy.linalg.lapack.spotrf(a, lower=1, clean=1, overwrite_a=1)
+        if info == 0:
+            inv_l, info = scipy.linalg.lapack.strtri(c, lower=1, overwrite_c=1)
+            if info == 0:
+                out = np.einsum("ki,ki->i", inv_l, inv_l, dtype=np.float64)
+                if np.all(np.isfinite(out)):
+                    return np.asarray(out)
+    c, info = scipy.linalg.lapack.dpotrf(np.array(hm, dtype=np.float64, order="F"), lower=1, clean=1, overwrite_a=1)
     if info != 0:
         return np.diag(np.linalg.pinv(hm))
-    inv, info = scipy.linalg.lapack.dpotri(c, lower=True, overwrite_c=True)
+    inv_l, info = scipy.linalg.lapack.dtrtri(c, lower=1, overwrite_c=1)
     if info != 0:
         return np.diag(np.linalg.pinv(hm))
-    return np.diag(inv).copy()
+    return np.einsum("ki,ki->i", inv_l, inv_l)

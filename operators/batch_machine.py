@@ -280,7 +280,7 @@ class BatchMachine:
             rng = np.random.default_rng([s.seed, len(self.comps)])
             pairs = select_pairs(
                 n, want, issued, fit=fit, rng=rng, strategy=s.pairing,
-                max_repeats=s.max_repeats, min_per_essay=s.min_per_essay,
+                max_repeats=s.max_repeats, min_per_essay=min(3, s.min_per_essay),  # coverage floor
             )
             pairs_left = len(pairs) > 0 or in_flight > 0  # answers still due may be informative
             for a, b in pairs:
@@ -401,7 +401,8 @@ class BatchMachine:
             if scale is not None and anchors:
                 try:
                     cuts = fit_cut_points(
-                        scale, fit.theta[anchors], [self.essays[i].anchor_grade for i in anchors]  # type: ignore[misc]
+                        scale, fit.theta[anchors], [self.essays[i].anchor_grade for i in anchors],  # type: ignore[misc]
+                        anchor_se=fit.se[anchors], n_items=n,
                     )
                     projections = project_grades(cuts, fit.theta, fit.se)
                     cuts_list = [float(x) for x in cuts.cuts]

@@ -3,7 +3,14 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from cj.grading import GradingError, fit_cut_points, grade_probabilities, project_grades, validate_anchor_grades
+from cj.grading import (
+    GradingError,
+    fit_cut_points,
+    grade_probabilities,
+    grade_scores,
+    project_grades,
+    validate_anchor_grades,
+)
 from cj.scales import SCALES, custom_scale, get_scale
 
 
@@ -35,8 +42,11 @@ def test_projection_on_each_scale(name: str) -> None:
     scale = get_scale(name)
     rng = np.random.default_rng(1)
     grades = list(scale.grades)
-    centres = np.linspace(-3, 3, len(grades))
-    anchor_theta = np.repeat(centres, 2) + rng.normal(0, 0.1, 2 * len(grades))
+    scores, _ = grade_scores(scale)
+    offset = len(scale.categories) - len(grades)
+    own = scores[offset:]
+    centres = -3.0 + 6.0 * (own - own[0]) / (own[-1] - own[0])  # where the scale's layout puts them
+    anchor_theta = np.repeat(centres, 2) + rng.normal(0, 0.05, 2 * len(grades))
     anchor_grades = [g for g in grades for _ in range(2)]
     cuts = fit_cut_points(scale, anchor_theta, anchor_grades)
     assert cuts.cuts.shape == (len(scale.categories) - 1,)
@@ -53,14 +63,34 @@ def test_projection_on_each_scale(name: str) -> None:
     assert proj[-2].grade == (scale.below_lowest or grades[0])
 
 
-def test_missing_grades_interpolated_and_extrapolated() -> None:
-    scale = get_scale("swedish_8_anchor")
+def test_missing_grades_follow_the_layout() -> None:
+    scale = custom_scale("eight", ["F", "E", "D", "D+", "C", "C+", "B", "A"])  # equal spacing
     # anchors only at D (index 2) and B (index 6): one logit per grade step
     cuts = fit_cut_points(scale, np.array([0.0, 4.0]), ["D", "B"])
-    np.testing.assert_allclose(cuts.centres, np.arange(-2.0, 6.0))
-    np.testing.assert_allclose(cuts.cuts, np.arange(-1.5, 5.0))
+    np.testing.assert_allclose(cuts.centres, np.arange(-2.0, 6.0), atol=1e-9)
+    np.testing.assert_allclose(cuts.cuts, np.arange(-1.5, 5.0), atol=1e-9)
     grades = [p.grade for p in project_grades(cuts, np.array([-5.0, 1.1, 2.0, 9.0]), np.zeros(4))]
     assert grades == ["F", "D+", "C", "A"]
+
+
+def test_priors_shape_the_bands() -> None:
+    scale = get_scale("swedish_8_anchor")
+    cuts = fit_cut_points(scale, np.array([-1.0, 1.0, 2.0]), ["D", "C", "B"])
+    widths = np.diff(cuts.cuts)
+    # bands are those of a normal population with the scale's shares, not equal steps
+    from scipy.special import ndtri
+
+    expected = np.diff(ndtri(np.cumsum(scale.priors)[:-1]))  # type: ignore[arg-type]
+    np.testing.assert_allclose(widths / widths.sum(), expected / expected.sum(), atol=1e-9)
+    assert np.all(widths > 0) and widths.std() > 0.01 * widths.mean()
+
+
+def test_anchor_se_undoes_prior_shrinkage() -> None:
+    scale = custom_scale("abc", ["a", "b", "c"])
+    plain = fit_cut_points(scale, np.array([-1.0, 0.0, 1.0]), ["a", "b", "c"], anchor_se=np.full(3, 0.5), prior_sd=None)
+    unshrunk = fit_cut_points(scale, np.array([-1.0, 0.0, 1.0]), ["a", "b", "c"], anchor_se=np.full(3, 0.5))
+    assert unshrunk.cuts[1] - unshrunk.cuts[0] > plain.cuts[1] - plain.cuts[0]
+    assert np.all(unshrunk.cut_se > 0)
 
 
 def test_inverted_anchors_pooled_not_crashing() -> None:

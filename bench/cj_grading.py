@@ -1,0 +1,165 @@
+"""How well grades projected from anchors match the truth, and whether their probabilities are honest.
+
+Each simulated batch has essays with true abilities ~ N(0, sd^2) and true grade bands on
+that scale (from the scale's population priors, or equal shares); anchors are extra
+essays whose true ability is drawn inside their grade's band. Without priors, the bands are
+equally wide between the population's 5% and 95% points. The real `cj` code pairs,
+fits, places cut points from the anchors and projects the other essays' grades.
+
+    python -m bench.cj_grading --seeds 50 --json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from collections.abc import Sequence
+
+import numpy as np
+from scipy.special import ndtri
+
+from cj.grading import fit_cut_points, grade_probabilities
+from cj.model import Fit, fit_bt
+from cj.pairing import select_pairs
+from cj.scales import SCALES, GradeScale, get_scale
+from cj.simulation import JUDGE_MODELS, judge_many
+
+CAL_BINS = np.linspace(0.0, 1.0, 11)
+
+
+def true_bands(scale: GradeScale, sd: float) -> np.ndarray:
+    """Cut points of the true grade bands: quantiles of N(0, sd^2) at cumulative shares."""
+    k = len(scale.categories)
+    if scale.priors is not None and scale.below_lowest is None:
+        return sd * ndtri(np.cumsum(np.asarray(scale.priors, dtype=float))[:-1])
+    # No priors: equally wide bands between the 5% and 95% points of the population.
+    return sd * np.linspace(ndtri(0.05), ndtri(0.95), k - 1)
+
+
+def _draw_in_band(lo: float, hi: float, sd: float, rng: np.random.Generator) -> float:
+    """A true ability in [lo, hi) from N(0, sd^2) truncated to the band."""
+    from scipy.special import ndtr
+
+    u = rng.uniform(ndtr(lo / sd), ndtr(hi / sd))
+    return float(sd * ndtri(u))
+
+
+def simulate_batch(
+    scale: GradeScale, n_essays: int, n_anchors: int, per_essay: float, sd: float, seed: int, in_flight: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """One anchored batch: (true category index, grade probabilities, fitted theta) per essay."""
+    rng = np.random.default_rng([seed, 10])
+    cuts_true = true_bands(scale, sd)
+    edges = np.concatenate([[-np.inf], cuts_true, [np.inf]])
+    grade_idx = {g: i for i, g in enumerate(scale.categories)}
+    # Anchors spread evenly over the scale's own grades (below_lowest is extrapolated).
+    picks = np.linspace(0, len(scale.grades) - 1, n_anchors).round().astype(int)
+    anchor_grades = [scale.grades[i] for i in picks]
+    anchor_theta = [
+        _draw_in_band(edges[grade_idx[g]], edges[grade_idx[g] + 1], sd, rng) for g in anchor_grades
+    ]
+    essay_theta = rng.normal(0.0, sd, n_essays)
+    theta = np.concatenate([essay_theta, anchor_theta])
+    n = theta.shape[0]
+    true_cat = np.searchsorted(cuts_true, essay_theta, side="right")
+
+    pair_rng = np.random.default_rng([seed, 11])
+    judge_rng = np.random.default_rng([seed, 12])
+    total = int(round(per_essay * n / 2))
+    first: list[int] = []
+    second: list[int] = []
+    won: list[bool] = []
+    flight: list[tuple[int, int]] = []
+    fit: Fit | None = None
+    while len(first) < total:
+        want = min(in_flight, total - len(first)) - len(flight)
+        if want > 0:
+            issued = np.array(list(zip(first, second)) + flight, dtype=np.int64).reshape(-1, 2)
+            flight += select_pairs(n, want, issued, fit=fit, rng=pair_rng, pending=flight or None)
+        if not flight:
+            break
+        a, b = flight.pop(0)
+        first.append(a)
+        second.append(b)
+        won.append(bool(judge_many(JUDGE_MODELS["logistic"], theta, np.array([a]), np.array([b]), judge_rng)[0]))
+        fit = fit_bt(n, np.asarray(first), np.asarray(second), np.asarray(won), initial=fit)
+    assert fit is not None
+    anchors = np.arange(n_essays, n)
+    cuts = fit_cut_points(scale, fit.theta[anchors], anchor_grades, anchor_se=fit.se[anchors], n_items=n)
+    probs = grade_probabilities(cuts, fit.theta[:n_essays], fit.se[:n_essays])
+    return true_cat, probs, fit.theta[:n_essays]
+
+
+def evaluate(scale: GradeScale, args: argparse.Namespace) -> dict[str, object]:
+    t0 = time.perf_counter()
+    cats, probs = [], []
+    for seed in range(args.seeds):
+        c, p, _ = simulate_batch(scale, args.essays, args.anchors, args.per_essay, args.sd, seed, args.in_flight)
+        cats.append(c)
+        probs.append(p)
+    true_cat = np.concatenate(cats)
+    p = np.concatenate(probs)
+    pred = p.argmax(axis=1)
+    top = p.max(axis=1)
+    onehot = np.zeros_like(p)
+    onehot[np.arange(p.shape[0]), true_cat] = 1.0
+    brier = float(np.mean(np.sum((p - onehot) ** 2, axis=1)))
+    hit = pred == true_cat
+    bins = []
+    gaps = []
+    which = np.clip(np.digitize(top, CAL_BINS) - 1, 0, len(CAL_BINS) - 2)
+    for b in range(len(CAL_BINS) - 1):
+        mask = which == b
+        if mask.sum() == 0:
+            continue
+        predicted, observed = float(top[mask].mean()), float(hit[mask].mean())
+        bins.append({"bin": f"{CAL_BINS[b]:.1f}-{CAL_BINS[b + 1]:.1f}", "count": int(mask.sum()),
+                     "predicted": round(predicted, 3), "observed": round(observed, 3)})
+        if mask.sum() >= args.min_bin:
+            gaps.append(abs(predicted - observed))
+    # Expected calibration error, weighted by bin counts.
+    ece = float(sum(bn["count"] * abs(bn["predicted"] - bn["observed"]) for bn in bins) / len(top))
+    return {
+        "scale": scale.name,
+        "essays_scored": int(len(true_cat)),
+        "exact_accuracy": round(float(hit.mean()), 4),
+        "within_one_accuracy": round(float(np.mean(np.abs(pred - true_cat) <= 1)), 4),
+        "brier": round(brier, 4),
+        "mean_top_probability": round(float(top.mean()), 4),
+        "calibration_max_gap": round(max(gaps), 4) if gaps else None,
+        "calibration_ece": round(ece, 4),
+        "calibration_bins": bins,
+        "seconds": round(time.perf_counter() - t0, 2),
+    }
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m bench.cj_grading", description=__doc__.split("\n")[0])
+    ap.add_argument("--scale", default="all", help=f"one of {', '.join(SCALES)} or 'all'")
+    ap.add_argument("--essays", type=int, default=24, help="essays to grade per batch (default 24)")
+    ap.add_argument("--anchors", type=int, default=8, help="anchors per batch (default 8)")
+    ap.add_argument("--per-essay", type=float, default=10.0, help="comparisons per essay (default 10)")
+    ap.add_argument("--sd", type=float, default=2.0, help="sd of true abilities (default 2)")
+    ap.add_argument("--seeds", type=int, default=20, help="simulated batches per scale")
+    ap.add_argument("--in-flight", type=int, default=8)
+    ap.add_argument("--min-bin", type=int, default=50, help="bins with fewer essays are not held to the gap")
+    ap.add_argument("--json", action="store_true", help="print one JSON object")
+    args = ap.parse_args(argv)
+    names = list(SCALES) if args.scale == "all" else [args.scale]
+    results = [evaluate(get_scale(name), args) for name in names]
+    if args.json:
+        json.dump({"scales": results}, sys.stdout, indent=2)
+        print()
+        return 0
+    for r in results:
+        print(f"\n{r['scale']}: exact {r['exact_accuracy']}, within one {r['within_one_accuracy']}, "
+              f"Brier {r['brier']}, calibration max gap {r['calibration_max_gap']} (ECE {r['calibration_ece']})")
+        for bn in r["calibration_bins"]:  # type: ignore[attr-defined]
+            print(f"  top p {bn['bin']}: n={bn['count']:>5} predicted {bn['predicted']:.3f} observed {bn['observed']:.3f}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
