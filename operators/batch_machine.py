@@ -267,13 +267,13 @@ class BatchMachine:
         n = len(self.essays)
         n_valid = len(self.valid_order)
         in_flight, n_error = self._in_flight, self._n_error
-        fit = self.fit(fresh=False)
         want = min(s.in_flight - in_flight, s.budget - n_valid - in_flight)
         out: list[Outbound] = []
         pairs_left = True
         # Top up in chunks once half the window has drained: one pairing call per chunk
         # rather than per judgement, while the pipeline stays at least half full.
         if want > 0 and in_flight <= s.in_flight // 2:
+            fit = self.fit(fresh=False)  # refits only when enough new judgements arrived
             if self._issued is None:
                 self._issued = [(c.first, c.second) for c in self.comps if c.state != ERROR]
             issued = self._issued
@@ -294,7 +294,7 @@ class BatchMachine:
         if n_error >= s.budget:
             return out + self._finish("too_many_errors", now)
         valid_per_essay = self._valid_per_essay()
-        reason = stop_reason(self._rule(), n, valid_per_essay, n_valid, fit, pairs_left)
+        reason = stop_reason(self._rule(), n, valid_per_essay, n_valid, self._fit, pairs_left)
         if reason is not None and self.fit_n != n_valid:  # confirm on a fresh fit
             reason = stop_reason(self._rule(), n, valid_per_essay, n_valid, self.fit(fresh=True), pairs_left)
         if reason is None and in_flight == 0:
