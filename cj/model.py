@@ -16,6 +16,8 @@ from dataclasses import dataclass
 
 import numpy as np
 import scipy.linalg
+import scipy.linalg.lapack
+from scipy.special import expit as _expit
 
 __all__ = [
     "Fit",
@@ -67,9 +69,7 @@ class Fit:
 
 def _sigmoid(x: np.ndarray) -> np.ndarray:
     # scipy.special.expit is numerically safe for large |x|.
-    from scipy.special import expit
-
-    return np.asarray(expit(x), dtype=float)
+    return np.asarray(_expit(x), dtype=float)
 
 
 def win_probability(theta_first: np.ndarray | float, theta_second: np.ndarray | float, delta: float = 0.0) -> np.ndarray:
@@ -90,13 +90,13 @@ def _check_data(
     if not (f.shape == s.shape == y.shape):
         raise ValueError(f"first, second and first_won differ in length: {f.shape[0]}, {s.shape[0]}, {y.shape[0]}")
     if f.size:
-        if not (np.issubdtype(f.dtype, np.integer) and np.issubdtype(s.dtype, np.integer)):
+        if f.dtype.kind not in "iu" or s.dtype.kind not in "iu":
             raise ValueError("first and second must be integer index arrays")
         lo = min(int(f.min()), int(s.min()))
         hi = max(int(f.max()), int(s.max()))
         if lo < 0 or hi >= n_items:
             raise ValueError(f"essay index out of range [0, {n_items}): found {lo if lo < 0 else hi}")
-        if np.any(f == s):
+        if (f == s).any():
             raise ValueError("an essay cannot be compared with itself")
     return f.astype(np.intp, copy=False), s.astype(np.intp, copy=False), y.astype(float)
 
@@ -126,10 +126,11 @@ def scale_separation_reliability(theta: np.ndarray, se: np.ndarray) -> float:
     e = np.asarray(se, dtype=float)
     if t.size < 2:
         return 0.0
-    var = float(np.var(t))
+    d = t - t.sum() / t.size
+    var = float(d @ d) / t.size
     if not np.isfinite(var) or var <= 1e-12:
         return 0.0
-    ssr = (var - float(np.mean(e**2))) / var
+    ssr = (var - float(e @ e) / e.size) / var
     return float(min(1.0, max(0.0, ssr)))
 
 
@@ -237,9 +238,11 @@ def fit_bt(
             iterations=0,
             converged=True,
         )
-    problem = _Problem(n, f, s, y, 1.0 / prior_sd**2, 1.0 / delta_prior_sd**2, use_delta)
     theta, delta = _start(n, initial)
-    x = np.append(theta, delta) if use_delta else theta
+    x = np.concatenate((theta, (delta,))) if use_delta else theta
+    if n + (1 if use_delta else 0) <= _DENSE_MAX_DIM:
+        return _fit_dense(n, f, s, y, 1.0 / prior_sd**2, 1.0 / delta_prior_sd**2, use_delta, x, tol, max_iter)
+    problem = _Problem(n, f, s, y, 1.0 / prior_sd**2, 1.0 / delta_prior_sd**2, use_delta)
     x, iterations, converged = _newton(problem, x, tol, max_iter)
     cov_diag = _inverse_diagonal(problem.dense_hessian(x))
     se_all = np.sqrt(np.maximum(cov_diag, 0.0))
@@ -413,3 +416,173 @@ def _inverse_diagonal(hm: np.ndarray) -> np.ndarray:
     if info != 0:
         return np.diag(np.linalg.pinv(hm))
     return np.einsum("ki,ki->i", inv_l, inv_l)
+
+
+# ---- small problems: one dense Newton loop, everything evaluated once per iterate ----------
+#
+# Up to _DENSE_MAX_DIM parameters the cost of a fit is dominated by per-call overhead, not
+# arithmetic, so the loop below keeps the number of NumPy/LAPACK calls per Newton step small:
+# the gradient and the Hessian are each one `np.bincount` over precomputed flat indices, the
+# Hessian is factored once by LAPACK dpotrf and that factor serves the step (dpotrs), the
+# standard errors (dtrtri) at the final iterate. The objective is only evaluated when the
+# cheap descent test (convexity: the directional derivative at the new point still points
+# downhill) fails.
+
+_potrf = scipy.linalg.lapack.dpotrf
+_potrs = scipy.linalg.lapack.dpotrs
+_trtri = scipy.linalg.lapack.dtrtri
+
+
+def _softplus_sum(z: np.ndarray) -> float:
+    """sum log(1 + exp(z)), stable for large |z|."""
+    return float((np.log1p(np.exp(-np.abs(z))) + np.maximum(z, 0.0)).sum())
+
+
+def _fit_dense(
+    n: int,
+    f: np.ndarray,
+    s: np.ndarray,
+    y: np.ndarray,
+    prec: float,
+    dprec: float,
+    use_delta: bool,
+    x: np.ndarray,
+    tol: float,
+    max_iter: int,
+) -> Fit:
+    m = f.shape[0]
+    dim = n + 1 if use_delta else n
+    # Flat indices of every Hessian and gradient contribution of a judgement. Row r of
+    # `ends` is an endpoint of each judgement: first, second, and the delta "essay" n.
+    if use_delta:
+        ends = np.empty((3, m), dtype=np.intp)
+        ends[0], ends[1], ends[2] = f, s, n
+        hidx = (ends[_H_ROWS_D] * dim + ends[_H_COLS_D]).ravel()
+        hsign, gsign = _H_SIGN_D, _G_SIGN_D
+    else:
+        ends = np.empty((2, m), dtype=np.intp)
+        ends[0], ends[1] = f, s
+        hidx = (ends[_H_ROWS] * dim + ends[_H_COLS]).ravel()
+        hsign, gsign = _H_SIGN, _G_SIGN
+    gidx = ends.ravel()
+    prior = np.full(dim, prec)
+    if use_delta:
+        prior[n] = dprec
+    hsize = dim * dim
+    diag = slice(None, None, dim + 1)
+
+    def evaluate(x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        eta = x[f] - x[s]
+        if use_delta:
+            eta += x[n]
+        p = _expit(eta)
+        grad = np.bincount(gidx, weights=(gsign * (p - y)).ravel(), minlength=dim)
+        grad += prior * x
+        return eta, p, grad
+
+    def factor(p: np.ndarray) -> np.ndarray | None:
+        h = np.bincount(hidx, weights=(hsign * (p * (1.0 - p))).ravel(), minlength=hsize)
+        h[diag] += prior
+        # symmetric: the transpose is the same matrix in Fortran order (no copy)
+        c, info = _potrf(h.reshape(dim, dim).T, lower=1, clean=1, overwrite_a=1)
+        return c if info == 0 else None  # None cannot happen for a positive definite H
+
+    def dense_h(p: np.ndarray) -> np.ndarray:
+        h = np.bincount(hidx, weights=(hsign * (p * (1.0 - p))).ravel(), minlength=hsize)
+        h[diag] += prior
+        return h.reshape(dim, dim)
+
+    eta, p, grad = evaluate(x)
+    c = factor(p)
+    iterations, converged = max_iter, False
+    prev_biggest = np.inf
+    for it in range(1, max_iter + 1):
+        if c is None:
+            step = np.linalg.lstsq(dense_h(p), grad, rcond=None)[0]
+        else:
+            step = _potrs(c, grad, lower=1)[0]
+        biggest = float(np.abs(step).max())
+        # Newton converges quadratically: once a full step is tiny and much smaller than
+        # the one before, the next would be far below tol, so x - step is the optimum.
+        if biggest < tol or (biggest * biggest < 1e-4 * tol and biggest < 1e-2 * prev_biggest):
+            x = x - step
+            iterations, converged = it, True
+            break
+        if biggest > _MAX_STEP:
+            step *= _MAX_STEP / biggest
+        t = 1.0
+        new_x = x - step
+        new_eta, new_p, new_grad = evaluate(new_x)
+        if float(new_grad @ step) < 0.0:
+            # The objective may have risen (the directional derivative at the new point
+            # points back): backtrack on its value, as a damped Newton does.
+            ysign = 2.0 * y - 1.0
+            obj = _softplus_sum(-ysign * eta) + 0.5 * float(prior @ (x * x))
+            while True:
+                new_obj = _softplus_sum(-ysign * new_eta) + 0.5 * float(prior @ (new_x * new_x))
+                if new_obj <= obj + 1e-12 * max(1.0, abs(obj)) or t < 1e-4:
+                    break
+                t *= 0.5
+                new_x = x - t * step
+                new_eta, new_p, new_grad = evaluate(new_x)
+        x, eta, p, grad = new_x, new_eta, new_p, new_grad
+        prev_biggest = biggest if t == 1.0 else np.inf
+        c = factor(p)
+        if biggest * t < tol:
+            iterations, converged = it, True
+            break
+    # Standard errors from the factor at the last iterate (within tol of x).
+    cov_diag = None
+    if c is not None:
+        inv_l, info = _trtri(c, lower=1, overwrite_c=1)
+        if info == 0:
+            inv_l *= inv_l
+            cov_diag = inv_l.sum(axis=0)
+    if cov_diag is None:
+        cov_diag = np.diag(np.linalg.pinv(dense_h(p)))
+    se_all = np.sqrt(np.maximum(cov_diag, 0.0))
+    theta = x[:n].copy()
+    delta = float(x[n]) if use_delta else 0.0
+    se = se_all[:n].copy()
+    # misfit at the same iterate (see `misfit`), in one bincount
+    w = np.maximum(p * (1.0 - p), 1e-12)
+    sq = (y != 0) - p
+    sq *= sq
+    stats = np.empty((3, 2, m))
+    stats[0] = sq / w
+    stats[1] = sq
+    stats[2] = w
+    sums = np.bincount((ends[:2] + _STAT_OFFSETS * n).ravel(), weights=stats.ravel(), minlength=3 * n)
+    cnt = np.bincount(gidx[: 2 * m], minlength=n)
+    none = cnt == 0
+    outfit = sums[:n] / np.maximum(cnt, 1)
+    sum_w = sums[2 * n :]
+    infit = sums[n : 2 * n] / np.where(sum_w > 0, sum_w, 1.0)
+    if none.any():
+        outfit[none] = np.nan
+        infit[none] = np.nan
+    return Fit(
+        theta=theta,
+        se=se,
+        delta=delta,
+        delta_se=float(se_all[n]) if use_delta else 0.0,
+        ssr=scale_separation_reliability(theta, se),
+        infit=infit,
+        outfit=outfit,
+        iterations=iterations,
+        converged=converged,
+    )
+
+
+# Hessian entries per judgement, as (row endpoint, column endpoint, sign) with endpoints
+# 0 = first, 1 = second, 2 = delta: -w at (f, s) and (s, f), +w at (f, f) and (s, s); with
+# delta also +w at (f, n), (n, f), (n, n) and -w at (s, n), (n, s).
+_H_ROWS = np.array([0, 1, 0, 1])
+_H_COLS = np.array([1, 0, 0, 1])
+_H_SIGN = np.array([-1.0, -1.0, 1.0, 1.0])[:, None]
+_H_ROWS_D = np.array([0, 1, 0, 1, 0, 2, 1, 2, 2])
+_H_COLS_D = np.array([1, 0, 0, 1, 2, 0, 2, 1, 2])
+_H_SIGN_D = np.array([-1.0, -1.0, 1.0, 1.0, 1.0, 1.0, -1.0, -1.0, 1.0])[:, None]
+_G_SIGN = np.array([1.0, -1.0])[:, None]
+_G_SIGN_D = np.array([1.0, -1.0, 1.0])[:, None]
+_STAT_OFFSETS = np.arange(3)[:, None, None]

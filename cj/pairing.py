@@ -31,11 +31,14 @@ strategies by recovery of a known order instead.
 from __future__ import annotations
 
 import itertools
+import math
 from collections.abc import Sequence
 
 import numpy as np
 import scipy.sparse
 import scipy.sparse.csgraph
+from scipy.linalg.lapack import dpotrf as _potrf
+from scipy.linalg.lapack import dpotri as _potri
 
 from cj.model import Fit
 
@@ -68,9 +71,9 @@ def _as_pairs(issued: Sequence[tuple[int, int]] | np.ndarray, n_items: int, what
         m = len(issued)
         arr = np.fromiter(itertools.chain.from_iterable(issued), dtype=np.int64, count=2 * m).reshape(m, 2)
     if arr.shape[0]:
-        if int(arr.min()) < 0 or int(arr.max()) >= n_items:
+        if arr.min() < 0 or arr.max() >= n_items:
             raise ValueError(f"{what} holds an essay index outside [0, {n_items})")
-        if np.any(arr[:, 0] == arr[:, 1]):
+        if (arr[:, 0] == arr[:, 1]).any():
             raise ValueError(f"{what} pairs an essay with itself")
     return arr
 
@@ -168,12 +171,107 @@ class _Design:
             self._set_level()
 
 
+# Up to this many essays the design keeps the n x n matrix of pair uses (cheap at this size)
+# and finds connected components with a vectorised union-find instead of scipy.sparse.
+_DENSE_DESIGN_MAX = 300
+
+
+def _components(n: int, f: np.ndarray, s: np.ndarray) -> tuple[int, np.ndarray]:
+    """(number of components, root label per essay) of the graph with edges (f, s).
+
+    Vectorised union-find: hook the larger root of every edge onto the smaller, then
+    compress paths by pointer jumping; repeat until every edge joins equal roots.
+    """
+    parent = np.arange(n)
+    if f.shape[0]:
+        while True:
+            pf, ps = parent[f], parent[s]
+            differ = pf != ps
+            if not differ.any():
+                break
+            pf, ps = pf[differ], ps[differ]
+            np.minimum.at(parent, np.maximum(pf, ps), np.minimum(pf, ps))
+            while True:
+                pp = parent[parent]
+                if np.array_equal(pp, parent):
+                    break
+                parent = pp
+    return int(np.count_nonzero(parent == np.arange(n))), parent
+
+
+class _DenseDesign(_Design):
+    """`_Design` for small batches: pair uses as an n x n matrix, no sorting or sparse graphs."""
+
+    def __init__(self, n: int, arr: np.ndarray, max_repeats: int) -> None:
+        self.n = n
+        self.max_repeats = max_repeats
+        self.first = f = arr[:, 0]
+        self.second = s = arr[:, 1]
+        self.picked = []
+        u = np.bincount(f * n + s, minlength=n * n).reshape(n, n)
+        cf = u.sum(axis=1)
+        cs = u.sum(axis=0)
+        self.count = cf + cs
+        self.a_minus_b = cf - cs
+        self.uses = u + u.T
+        self.uses.flat[:: n + 1] = _NEVER  # an essay is never paired with itself
+        self.blocked = np.zeros((n, n), dtype=bool)
+        self._set_level()
+        if f.shape[0] >= n - 1 and _reaches_all(self.uses):
+            self.n_comp, self.comp = 1, np.zeros(n, dtype=np.intp)
+        else:
+            self.n_comp, self.comp = _components(n, f, s)
+
+    def _set_level(self) -> None:
+        self.level = int(self.uses.min())
+        self.allowed = (self.uses == self.level) & ~self.blocked
+        self.avail = self.allowed.sum(axis=1)
+        self.remaining = int(self.avail.sum()) // 2
+
+    def partner_uses(self, i: int) -> np.ndarray:
+        return np.where(self.blocked[i], _PICKED, self.uses[i])
+
+    def add(self, a: int, b: int) -> None:
+        self.uses[a, b] += 1
+        self.uses[b, a] += 1
+        self.blocked[a, b] = self.blocked[b, a] = True
+        self.allowed[a, b] = self.allowed[b, a] = False
+        super().add(a, b)
+
+
+# Diagonal of the dense uses matrix: larger than any level, small enough not to overflow.
+_NEVER = np.iinfo(np.int64).max // 4
+
+
+def _reaches_all(uses: np.ndarray) -> bool:
+    """Whether essay 0 reaches every essay (breadth-first, one mat-vec per hop).
+
+    `uses` is the dense uses matrix; its diagonal is positive, so the adjacency below
+    carries self-loops and the reached set only grows.
+    """
+    n = uses.shape[0]
+    adj = (uses > 0).astype(np.float64)
+    seen = adj[0]
+    total = int(np.count_nonzero(seen))
+    while total < n:
+        seen = (adj @ seen > 0).astype(np.float64)
+        new_total = int(np.count_nonzero(seen))
+        if new_total == total:
+            return False
+        total = new_total
+    return True
+
+
+def _make_design(n: int, arr: np.ndarray, max_repeats: int) -> _Design:
+    return _DenseDesign(n, arr, max_repeats) if n <= _DENSE_DESIGN_MAX else _Design(n, arr, max_repeats)
+
+
 def _pick_min(values: np.ndarray, mask: np.ndarray, rng: np.random.Generator) -> int:
     """Index of the smallest value among mask, ties broken at random."""
     idx = np.flatnonzero(mask)
     v = values[idx]
     best = idx[v == v.min()]
-    return int(best[0]) if best.shape[0] == 1 else int(rng.choice(best))
+    return int(best[0]) if best.shape[0] == 1 else int(best[rng.integers(best.shape[0])])
 
 
 def _pick_max(values: np.ndarray, mask: np.ndarray, rng: np.random.Generator) -> int:
@@ -181,7 +279,18 @@ def _pick_max(values: np.ndarray, mask: np.ndarray, rng: np.random.Generator) ->
     v = values[idx]
     top = v.max()
     best = idx[v >= top - 1e-12 * max(1.0, abs(top))]
-    return int(best[0]) if best.shape[0] == 1 else int(rng.choice(best))
+    return int(best[0]) if best.shape[0] == 1 else int(best[rng.integers(best.shape[0])])
+
+
+def _pick_max_masked(values: np.ndarray, mask: np.ndarray, rng: np.random.Generator) -> int:
+    """`_pick_max` for large masks (values are finite and >= 0); -1 when mask is empty."""
+    vm = np.where(mask, values, -1.0)
+    j = int(vm.argmax())
+    if not mask[j]:
+        return -1
+    top = float(vm[j])
+    best = np.flatnonzero(vm >= top - 1e-12 * max(1.0, abs(top)))
+    return j if best.shape[0] == 1 else int(best[rng.integers(best.shape[0])])
 
 
 def _gain(v_i: float | np.ndarray, v_j: np.ndarray, w: np.ndarray) -> np.ndarray:
@@ -261,7 +370,7 @@ def select_pairs(
     if n_items < 2 or k <= 0 or max_repeats == 0:
         return []
     pend = _as_pairs(pending, n_items, "pending") if pending is not None else None
-    design = _Design(n_items, arr, max_repeats)
+    design = _make_design(n_items, arr, max_repeats)
     theta, var = _beliefs(n_items, fit, design.count, pend)
     plan = _RankDesign(design, theta) if strategy == "adaptive" and n_items <= _FULL_COV_MAX else None
     out: list[tuple[int, int]] = []
@@ -278,6 +387,9 @@ def select_pairs(
         if pair is None:
             break
         a, b = _orient(design, *pair, rng=rng)
+        out.append((a, b))
+        if len(out) == k:
+            break  # the last pick: nothing below would be used again
         if plan is not None:
             plan.add(a, b)
         elif strategy == "adaptive":
@@ -285,7 +397,6 @@ def select_pairs(
             var[a] = 1.0 / (1.0 / var[a] + w)
             var[b] = 1.0 / (1.0 / var[b] + w)
         design.add(a, b)
-        out.append((a, b))
     return out
 
 
@@ -344,63 +455,106 @@ class _RankDesign:
     def __init__(self, design: _Design, theta: np.ndarray) -> None:
         n = design.n
         self.theta = theta
-        f, s = design._all_pairs()
-        p = 1.0 / (1.0 + np.exp(-(theta[f] - theta[s])))
-        w = p * (1.0 - p)
-        h = -(np.bincount(f * n + s, weights=w, minlength=n * n) + np.bincount(s * n + f, weights=w, minlength=n * n))
-        hm = h.astype(float).reshape(n, n)
-        deg = np.bincount(f, weights=w, minlength=n) + np.bincount(s, weights=w, minlength=n)
-        hm[np.arange(n), np.arange(n)] += deg + 1.0 / _PRIOR_VAR
-        self.cov = np.linalg.inv(hm)
-        spread = float(np.std(theta))
+        self.diff = diff = theta[:, None] - theta[None, :]
+        if isinstance(design, _DenseDesign) and not design.picked:
+            # p(1 - p) of a pair depends on the pair only, p = sigmoid(d): 1 / (2 + 2 cosh d)
+            h = np.cosh(diff)
+            h += 1.0
+            np.divide(0.5, h, out=h)
+            h *= design.uses
+            h.flat[:: n + 1] = 0.0
+        else:
+            f, s = design._all_pairs()
+            w = 0.5 / (1.0 + np.cosh(theta[f] - theta[s]))
+            h = np.bincount(f * n + s, weights=w, minlength=n * n).reshape(n, n).astype(np.float64, copy=False)
+            h = h + h.T
+        hm = -h
+        hm.flat[:: n + 1] = h.sum(axis=1) + 1.0 / _PRIOR_VAR
+        self.cov = _spd_inverse(hm)
+        centred = theta - theta.sum() / n
+        spread = math.sqrt(float(centred @ centred) / n)
         bw = max(0.1, _DENSITY_BANDWIDTH * spread) if spread > 0 else 1.0
-        dens = np.exp(-0.5 * ((theta[:, None] - theta[None, :]) / bw) ** 2).sum(axis=1)
+        dens = np.exp((diff * diff) * (-0.5 / (bw * bw))).sum(axis=1)
         self.weight = (dens / dens.mean()) ** 2
         self.b = self.cov @ (self.weight[:, None] * self.cov)
-        self.diff = theta[:, None] - theta[None, :]
 
     def _gains(self, rows: np.ndarray | slice) -> np.ndarray:
         c, b = self.cov, self.b
-        dc, db = np.diag(c), np.diag(b)
-        var_diff = dc[rows, None] + dc[None, :] - 2.0 * c[rows]
-        q = db[rows, None] + db[None, :] - 2.0 * b[rows]
-        # expected p(1-p) with the uncertainty of the difference folded in (probit approx)
-        z = self.diff[rows] / np.sqrt(1.0 + np.pi * (np.maximum(var_diff, 0.0)) / 8.0)
-        p = 1.0 / (1.0 + np.exp(-z))
-        w = p * (1.0 - p)
-        return np.asarray(w * q / (1.0 + w * var_diff))
+        dc, db = np.diagonal(c), np.diagonal(b)
+        if isinstance(rows, slice) and rows == slice(None):
+            dci, dbi, cr, br, diff = dc[:, None], db[:, None], c, b, self.diff
+        else:
+            dci, dbi, cr, br, diff = dc[rows, None], db[rows, None], c[rows], b[rows], self.diff[rows]
+        var_diff = cr * -2.0
+        var_diff += dci
+        var_diff += dc
+        q = br * -2.0
+        q += dbi
+        q += db
+        # w = E[p(1-p)] with the uncertainty of the difference folded in (probit approx),
+        # and p(1 - p) = 1 / (2 + 2 cosh z), so w q / (1 + w var) = q / (2 + 2 cosh z + var)
+        t = np.maximum(var_diff, 0.0)
+        t *= np.pi / 8.0
+        t += 1.0
+        np.sqrt(t, out=t)
+        np.divide(diff, t, out=t)
+        np.cosh(t, out=t)
+        t *= 2.0
+        t += var_diff
+        t += 2.0
+        q /= t
+        return q
 
     def gain_row(self, i: int) -> np.ndarray:
         return self._gains(np.array([i]))[0]
 
     def best_pair(self, design: _Design, rng: np.random.Generator) -> tuple[int, int] | None:
         n = design.n
-        f, s = design._all_pairs()
-        uses = (np.bincount(f * n + s, minlength=n * n) + np.bincount(s * n + f, minlength=n * n)).reshape(n, n)
-        for a, b in design.picked:
-            uses[a, b] = uses[b, a] = _PICKED
-        allowed = uses == design.level
-        np.fill_diagonal(allowed, False)
-        if not allowed.any():
-            return None
+        if isinstance(design, _DenseDesign):
+            allowed = design.allowed
+        else:
+            f, s = design._all_pairs()
+            uses = (np.bincount(f * n + s, minlength=n * n) + np.bincount(s * n + f, minlength=n * n)).reshape(n, n)
+            for a, b in design.picked:
+                uses[a, b] = uses[b, a] = _PICKED
+            allowed = uses == design.level
+            np.fill_diagonal(allowed, False)
         g = self._gains(slice(None))
-        flat = _pick_max(g.ravel(), allowed.ravel(), rng)
+        flat = _pick_max_masked(g.ravel(), allowed.ravel(), rng)
+        if flat < 0:
+            return None
         a, b = divmod(flat, n)
         return int(a), int(b)
 
     def add(self, a: int, b: int) -> None:
         """Fold a picked comparison into the covariance (rank-1 update)."""
         c = self.cov
-        x_var = c[a, a] + c[b, b] - 2.0 * c[a, b]
-        z = self.diff[a, b] / np.sqrt(1.0 + np.pi * (max(x_var, 0.0)) / 8.0)
-        p = 1.0 / (1.0 + np.exp(-z))
-        w = p * (1.0 - p)
+        x_var = float(c[a, a] + c[b, b] - 2.0 * c[a, b])
+        z = float(self.diff[a, b]) / math.sqrt(1.0 + math.pi * max(x_var, 0.0) / 8.0)
+        w = 0.5 / (1.0 + math.cosh(z)) if abs(z) < 700.0 else 0.0
         u = c[:, a] - c[:, b]
         k = w / (1.0 + w * x_var)
         mu = self.weight * u
-        g = self.cov @ mu
-        self.b = self.b - k * (np.outer(u, g) + np.outer(g, u)) + k * k * float(u @ mu) * np.outer(u, u)
-        self.cov = c - k * np.outer(u, u)
+        # b' = (S - k u u') D (S - k u u') = b - k (u g' + g u') + k^2 (u'Du) u u', g = S D u
+        #    = b - k (u g2' + g2 u') with g2 = g - k (u'Du) u / 2
+        g2 = c @ mu
+        g2 -= (0.5 * k * float(u @ mu)) * u
+        upd = np.multiply.outer(k * u, g2)
+        self.b -= upd
+        self.b -= upd.T
+        self.cov = c - np.multiply.outer(k * u, u)
+
+
+def _spd_inverse(hm: np.ndarray) -> np.ndarray:
+    """Inverse of a symmetric positive definite matrix (LAPACK potrf + potri)."""
+    c, info = _potrf(hm, lower=1, clean=1, overwrite_a=0)
+    if info == 0:
+        ci, info = _potri(c, lower=1, overwrite_c=1)
+        if info == 0:
+            inv = ci + ci.T
+            inv.flat[:: inv.shape[0] + 1] *= 0.5
+            return inv
+    return np.linalg.inv(hm)
 
 
 def _orient(design: _Design, a: int, b: int, *, rng: np.random.Generator) -> tuple[int, int]:
