@@ -93,6 +93,20 @@ def machine_only(n_batches: int, n_essays: int, settings: BatchSettings) -> dict
     }
 
 
+def single_batch(n_essays: int, repeats: int = 5) -> dict:
+    """One batch alone with the default settings (budget 350): wall time, median of runs."""
+    from flows.embedded import run_embedded
+
+    walls, valid = [], 0
+    for i in range(repeats):
+        events = batch_events(1, n_essays, i, BatchSettings(judge_provider=JUDGE), prefix=f"single{i}")
+        t0 = time.perf_counter()
+        collector = run_embedded(events, PluginJudge(JUDGE))
+        walls.append(time.perf_counter() - t0)
+        valid = next(iter(collector.results.values())).comparisons_valid
+    return {"single_batch_wall_median_s": statistics.median(walls), "single_batch_comparisons": valid}
+
+
 def embedded(n_batches: int, n_essays: int, settings: BatchSettings) -> dict:
     from flows.embedded import run_embedded
 
@@ -205,6 +219,7 @@ def main(argv: list[str] | None = None) -> int:
     settings = BatchSettings(budget=args.budget, in_flight=args.in_flight, judge_provider=JUDGE)
     out: dict = {"batches": args.batches, "essays": args.essays, "budget": args.budget}
     out.update(machine_only(args.batches, args.essays, settings))
+    out.update(single_batch(args.essays))
     out.update(embedded(args.batches, args.essays, settings))
     if args.kafka:
         out.update(kafka(args.kafka_batches or args.batches, args.essays, settings, args.workers))
