@@ -123,7 +123,7 @@ def evaluate(scale: GradeScale, args: argparse.Namespace) -> dict[str, object]:
     ece = float(sum(bn["count"] * abs(bn["predicted"] - bn["observed"]) for bn in bins) / len(top))
     return {
         "scale": scale.name,
-        "essays_scored": int(len(true_cat)),
+        "essays_scored": len(true_cat),
         "exact_accuracy": round(float(hit.mean()), 4),
         "within_one_accuracy": round(float(np.mean(np.abs(pred - true_cat) <= 1)), 4),
         "brier": round(brier, 4),

@@ -20,7 +20,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
@@ -58,7 +58,7 @@ def machine_only(n_batches: int, n_essays: int, settings: BatchSettings) -> dict
     events = batch_events(n_batches, n_essays, 7, settings, prefix="m")
     machines: dict[str, BatchMachine] = {}
     pending: list[ComparisonRequested] = []
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     for ev in events:
         m = machines.setdefault(ev.batch_id, BatchMachine(ev.batch_id))
         pending += [o for o in m.handle(ev, now) if isinstance(o, ComparisonRequested)]

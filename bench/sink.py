@@ -61,7 +61,7 @@ def _split(events: list[Envelope]) -> tuple[list[Envelope], list[Envelope]]:
     return parents, [e for e in events if e.event_type == "comparison.judged"]
 
 
-def _count_judgements(engine, prefix: str) -> int:  # noqa: ANN001
+def _count_judgements(engine, prefix: str) -> int:
     with engine.connect() as conn:
         return conn.execute(
             select(func.count()).select_from(t.judgements).where(t.judgements.c.batch_id.like(f"{prefix}-%"))
@@ -72,7 +72,7 @@ def _result(n: int, seconds: float, **extra: Any) -> dict[str, Any]:
     return {"judgements": n, "seconds": round(seconds, 3), "judgement_rows_per_s": round(n / seconds, 1), **extra}
 
 
-def run_batched(engine, n: int, prefix: str, bulk: bool = True) -> dict[str, Any]:  # noqa: ANN001
+def run_batched(engine, n: int, prefix: str, bulk: bool = True) -> dict[str, Any]:
     parents, judgements = _split(judgement_stream(prefix, n))
     write_events(engine, parents)
     writer = SqlWriter(engine, bulk=bulk)
@@ -90,7 +90,7 @@ def run_batched(engine, n: int, prefix: str, bulk: bool = True) -> dict[str, Any
     }
 
 
-def run_row_at_a_time(engine, n: int, prefix: str) -> dict[str, Any]:  # noqa: ANN001
+def run_row_at_a_time(engine, n: int, prefix: str) -> dict[str, Any]:
     parents, judgements = _split(judgement_stream(prefix, n))
     write_events(engine, parents)
     writer = SqlWriter(engine, bulk=False)
@@ -102,7 +102,7 @@ def run_row_at_a_time(engine, n: int, prefix: str) -> dict[str, Any]:  # noqa: A
     return _result(len(judgements), elapsed)
 
 
-def run_bytewax(url: str, engine, n: int, prefix: str) -> dict[str, Any]:  # noqa: ANN001
+def run_bytewax(url: str, engine, n: int, prefix: str) -> dict[str, Any]:
     import bytewax.operators as op
     from bytewax.dataflow import Dataflow
     from bytewax.testing import TestingSource, run_main

@@ -10,13 +10,13 @@ from cj.scales import SCALES, GradeScale, custom_scale, get_scale
 from cj.stopping import StopReason, StopRule, completion_target, stop_reason
 
 __all__ = [
+    "SCALES",
+    "STRATEGIES",
     "CutPoints",
     "Fit",
     "GradeProjection",
     "GradeScale",
     "GradingError",
-    "SCALES",
-    "STRATEGIES",
     "StopReason",
     "StopRule",
     "completion_target",

@@ -19,14 +19,14 @@ from cj.errors import GradingError
 from cj.scales import GradeScale
 
 __all__ = [
-    "GradingError",
-    "GradeProjection",
     "CutPoints",
+    "GradeProjection",
+    "GradingError",
     "fit_cut_points",
+    "grade_probabilities",
+    "grade_scores",
     "project_grades",
     "validate_anchor_grades",
-    "grade_scores",
-    "grade_probabilities",
 ]
 
 

@@ -21,10 +21,10 @@ from scipy.special import expit as _expit
 
 __all__ = [
     "Fit",
-    "fit_bt",
-    "scale_separation_reliability",
     "comparison_counts",
+    "fit_bt",
     "misfit",
+    "scale_separation_reliability",
     "win_probability",
 ]
 

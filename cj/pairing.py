@@ -42,7 +42,7 @@ from scipy.linalg.lapack import dpotri as _potri
 
 from cj.model import Fit
 
-__all__ = ["STRATEGIES", "select_pairs", "pair_capacity"]
+__all__ = ["STRATEGIES", "pair_capacity", "select_pairs"]
 
 STRATEGIES = ("adaptive", "random")
 

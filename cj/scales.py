@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 from cj.errors import GradingError
 
-__all__ = ["GradeScale", "SCALES", "get_scale", "custom_scale"]
+__all__ = ["SCALES", "GradeScale", "custom_scale", "get_scale"]
 
 
 @dataclass(frozen=True)

@@ -13,13 +13,13 @@ import numpy as np
 from scipy.special import expit, ndtr
 
 __all__ = [
-    "JudgeModel",
     "JUDGE_MODELS",
-    "judge_logistic",
-    "judge_position_bias",
+    "JudgeModel",
     "judge_lapse",
-    "judge_thurstone",
+    "judge_logistic",
     "judge_many",
+    "judge_position_bias",
+    "judge_thurstone",
     "random_pairs",
 ]
 

@@ -80,7 +80,7 @@ def cmd_schemas(args: argparse.Namespace) -> int:
     return 0
 
 
-def prepare_batch(args: argparse.Namespace) -> tuple[str, list, "BatchSettings"]:
+def prepare_batch(args: argparse.Namespace) -> tuple[str, list, BatchSettings]:
     """Folder + anchors + options -> (batch id, batch events, settings); InputError if bad."""
     from cj.grading import GradingError
     from cj.scales import get_scale

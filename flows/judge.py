@@ -9,6 +9,7 @@ import threading
 
 import bytewax.operators as op
 from bytewax.dataflow import Dataflow
+from pydantic import TypeAdapter
 
 from flows import kafka_io
 from flows.settings import Settings, load_settings
@@ -16,7 +17,6 @@ from judges.base import Judge
 from judges.registry import build_judge
 from operators.judge_call import judge_comparisons
 from schemas import ComparisonRequested, DeadLetter
-from pydantic import TypeAdapter
 
 REQUEST = TypeAdapter(ComparisonRequested)
 

@@ -22,7 +22,7 @@ def ranking_table(result: AssessmentResult) -> str:
             grade = [label, f"{p:.2f}" if p is not None else ""]
         rows.append([str(e.rank), e.essay_id, f"{e.score:+.2f}", f"{e.se:.2f}", *grade, str(e.comparisons), str(e.wins)])
     widths = [max(len(r[i]) for r in [head, *rows]) for i in range(len(head))]
-    fmt = lambda r: "  ".join(c.rjust(w) if c[:1].isdigit() or c[:1] in "+-" else c.ljust(w) for c, w in zip(r, widths))  # noqa: E731
+    fmt = lambda r: "  ".join(c.rjust(w) if c[:1].isdigit() or c[:1] in "+-" else c.ljust(w) for c, w in zip(r, widths))
     lines = [fmt(head), fmt(["-" * w for w in widths]), *map(fmt, rows)]
     summary = (
         f"status {result.status.value} ({result.stop_reason}); {result.comparisons_valid} valid comparisons"

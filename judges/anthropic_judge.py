@@ -13,7 +13,7 @@ from pydantic import SecretStr
 
 from judges.config import DEFAULT_MODELS, ProviderSettings
 from judges.errors import ProviderError, kind_for_status, retry_after_s
-from judges.llm import LLMJudge, http_client_limits, http_shards, use_aiohttp
+from judges.llm import LLMJudge, connection_refused, field_of, http_client_limits, http_shards, use_aiohttp
 from judges.prompt import BUNDLE_SCHEMA, TOOL_BUNDLE, TOOL_SINGLE, VERDICT_SCHEMA, Prompt
 from schemas import ErrorKind, TokenUsage
 
@@ -92,21 +92,11 @@ class AnthropicJudge(LLMJudge):
     def parse_response(self, response: Any) -> tuple[Any, TokenUsage]:
         return parse_message(response)
 
-    async def _close_clients(self) -> None:
-        for client in self.clients:
-            await client.close()
-
-
-def _refused(exc: Exception) -> bool:
-    # The aiohttp transport reports a refused connection as a connect timeout.
-    return "Connect call failed" in str(exc.__cause__ or "")
-
-
 def map_error(exc: Exception) -> ProviderError:
     """An SDK exception as a ProviderError of the right kind."""
     if isinstance(exc, anthropic.APIStatusError):
         return provider_error(exc.status_code, exc.response.headers, getattr(exc, "api_message", None) or str(exc))
-    if isinstance(exc, anthropic.APITimeoutError) and not _refused(exc):
+    if isinstance(exc, anthropic.APITimeoutError) and not connection_refused(exc):
         return ProviderError(ErrorKind.TIMEOUT, "request timed out")
     if isinstance(exc, anthropic.APIConnectionError):
         return ProviderError(ErrorKind.CONNECTION, f"connection error: {exc.__cause__ or exc}")
@@ -122,18 +112,14 @@ def provider_error(status: int, headers: Mapping[str, str], message: str) -> Pro
     )
 
 
-def _get(obj: Any, key: str) -> Any:
-    return obj.get(key) if isinstance(obj, dict) else getattr(obj, key, None)
-
-
 def usage_of(usage: Any) -> TokenUsage:
     if usage is None:
         return TokenUsage()
     return TokenUsage(
-        input=_get(usage, "input_tokens") or 0,
-        output=_get(usage, "output_tokens") or 0,
-        cache_read=_get(usage, "cache_read_input_tokens") or 0,
-        cache_write=_get(usage, "cache_creation_input_tokens") or 0,
+        input=field_of(usage, "input_tokens") or 0,
+        output=field_of(usage, "output_tokens") or 0,
+        cache_read=field_of(usage, "cache_read_input_tokens") or 0,
+        cache_write=field_of(usage, "cache_creation_input_tokens") or 0,
     )
 
 
@@ -142,19 +128,19 @@ def parse_message(message: Any) -> tuple[Any, TokenUsage]:
     refusals are errors."""
     if not isinstance(message, dict) and not hasattr(message, "content"):
         raise ProviderError(ErrorKind.INVALID_OUTPUT, "the answer is not a message")
-    usage = usage_of(_get(message, "usage"))
-    stop = _get(message, "stop_reason")
+    usage = usage_of(field_of(message, "usage"))
+    stop = field_of(message, "stop_reason")
     if stop == "max_tokens":
         raise ProviderError(ErrorKind.MAX_TOKENS, "output cut at max_tokens", usage=usage)
     if stop == "refusal":
         raise ProviderError(ErrorKind.REFUSED, "the model refused", usage=usage)
     texts = []
-    for block in _get(message, "content") or ():
-        kind = _get(block, "type")
+    for block in field_of(message, "content") or ():
+        kind = field_of(block, "type")
         if kind == "tool_use":
-            return _get(block, "input"), usage
+            return field_of(block, "input"), usage
         if kind == "text":
-            texts.append(_get(block, "text") or "")
+            texts.append(field_of(block, "text") or "")
     if texts:
         return "".join(texts), usage
     raise ProviderError(ErrorKind.INVALID_OUTPUT, f"no tool call in the answer (stop: {stop})", usage=usage)

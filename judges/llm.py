@@ -69,8 +69,11 @@ class LLMJudge(ABC):
         self._closed = True
         await self._close_clients()
 
+    clients: tuple[Any, ...] = ()
+
     async def _close_clients(self) -> None:
-        return None
+        for client in self.clients:
+            await client.close()
 
     def remember_loop(self) -> None:
         """Note the loop the SDK clients live on, so that they can be closed at exit (the
@@ -209,3 +212,13 @@ def http_client_limits(settings: ProviderSettings) -> dict[str, int]:
     """Each pool's share of the concurrency cap, with idle keep-alive connections kept."""
     n = -(-settings.max_concurrency // http_shards(settings)) + 8
     return {"max_connections": n, "max_keepalive_connections": n}
+
+
+def connection_refused(exc: Exception) -> bool:
+    """The SDKs' aiohttp transport reports a refused connection as a connect timeout."""
+    return "Connect call failed" in str(exc.__cause__ or "")
+
+
+def field_of(obj: Any, key: str) -> Any:
+    """`obj[key]` for the raw JSON, `obj.key` for an SDK model."""
+    return obj.get(key) if isinstance(obj, dict) else getattr(obj, key, None)

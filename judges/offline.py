@@ -41,7 +41,7 @@ import math
 import re
 from functools import lru_cache
 
-__all__ = ["surface_features", "surface_score", "offline_verdict", "MODEL_VERSION"]
+__all__ = ["MODEL_VERSION", "offline_verdict", "surface_features", "surface_score"]
 
 MODEL_VERSION = "surface-features-v1"
 
@@ -62,25 +62,7 @@ DISCOURSE_MARKERS: tuple[str, ...] = (
 # Common English misspellings, text-speak, and contractions written without an apostrophe.
 # Deliberately small and generic: a word list, not a spell checker.
 MISSPELLINGS: frozenset[str] = frozenset(
-    """
-    accomodate acheive acheived acomplish adress agressive alot allready alredy amature
-    aparent apparantly arguement athelete awfull basicly beacuse becasue becouse becuase becuse
-    begining beleive belive benifit bizzare borring buisness calender catagory cemetary
-    cheif collegue comming commited completly concious definately definatly definetly
-    dilema dissapoint embarass enuff enviroment everbody excercise existance expecially
-    experiance explaination familar facinating favrite finaly foriegn fourty freind freinds
-    futher goverment gaurd happend harrass hieght homwork humourous ignorence imediately
-    independant interupt intresting knowlege lenght lern lerning libary lisence maintainance
-    millenium mischievious neccessary necesary noticable occassion occured occurence
-    ofcourse oppurtunity opinon peice persue posession potatos prefered probaly probly
-    publically realy reccomend recieve recieved refered relevent religous rember remeber
-    resturant rythm scedule seperate sieze shedule similiar sincerly speach stoped
-    succesful sucess suprise tatoo tecnology terible thier threshhold tomorow tommorow
-    truely twelth tyrany untill usally usualy vaccum wether wich wierd writting
-    dont cant didnt doesnt isnt wasnt werent arent couldnt wouldnt shouldnt hasnt havent
-    thats whats im ive youre theyre
-    lol omg idk tho cuz gonna wanna ur ya
-    """.split()
+    ["accomodate", "acheive", "acheived", "acomplish", "adress", "agressive", "alot", "allready", "alredy", "amature", "aparent", "apparantly", "arguement", "athelete", "awfull", "basicly", "beacuse", "becasue", "becouse", "becuase", "becuse", "begining", "beleive", "belive", "benifit", "bizzare", "borring", "buisness", "calender", "catagory", "cemetary", "cheif", "collegue", "comming", "commited", "completly", "concious", "definately", "definatly", "definetly", "dilema", "dissapoint", "embarass", "enuff", "enviroment", "everbody", "excercise", "existance", "expecially", "experiance", "explaination", "familar", "facinating", "favrite", "finaly", "foriegn", "fourty", "freind", "freinds", "futher", "goverment", "gaurd", "happend", "harrass", "hieght", "homwork", "humourous", "ignorence", "imediately", "independant", "interupt", "intresting", "knowlege", "lenght", "lern", "lerning", "libary", "lisence", "maintainance", "millenium", "mischievious", "neccessary", "necesary", "noticable", "occassion", "occured", "occurence", "ofcourse", "oppurtunity", "opinon", "peice", "persue", "posession", "potatos", "prefered", "probaly", "probly", "publically", "realy", "reccomend", "recieve", "recieved", "refered", "relevent", "religous", "rember", "remeber", "resturant", "rythm", "scedule", "seperate", "sieze", "shedule", "similiar", "sincerly", "speach", "stoped", "succesful", "sucess", "suprise", "tatoo", "tecnology", "terible", "thier", "threshhold", "tomorow", "tommorow", "truely", "twelth", "tyrany", "untill", "usally", "usualy", "vaccum", "wether", "wich", "wierd", "writting", "dont", "cant", "didnt", "doesnt", "isnt", "wasnt", "werent", "arent", "couldnt", "wouldnt", "shouldnt", "hasnt", "havent", "thats", "whats", "im", "ive", "youre", "theyre", "lol", "omg", "idk", "tho", "cuz", "gonna", "wanna", "ur", "ya"]
 )
 
 # Two-word slips that a word list cannot see one word at a time.
@@ -145,7 +127,7 @@ def _mtld(tokens: list[str]) -> float:
 
 
 def _clip(x: float, lo: float = 0.0, hi: float = 1.0) -> float:
-    return lo if x < lo else hi if x > hi else x
+    return lo if x < lo else min(x, hi)
 
 
 # ---------------------------------------------------------------------------- features

@@ -14,7 +14,7 @@ from pydantic import SecretStr
 
 from judges.config import DEFAULT_MODELS, ProviderSettings
 from judges.errors import ProviderError, kind_for_status, retry_after_s
-from judges.llm import LLMJudge, http_client_limits, http_shards, use_aiohttp
+from judges.llm import LLMJudge, connection_refused, field_of, http_client_limits, http_shards, use_aiohttp
 from judges.prompt import BUNDLE_SCHEMA, VERDICT_SCHEMA, Prompt
 from schemas import ErrorKind, TokenUsage
 
@@ -92,16 +92,6 @@ class OpenAIJudge(LLMJudge):
     def parse_response(self, response: Any) -> tuple[Any, TokenUsage]:
         return parse_completion(response)
 
-    async def _close_clients(self) -> None:
-        for client in self.clients:
-            await client.close()
-
-
-def _refused(exc: Exception) -> bool:
-    # The aiohttp transport reports a refused connection as a connect timeout.
-    return "Connect call failed" in str(exc.__cause__ or "")
-
-
 def map_error(exc: Exception) -> ProviderError:
     """An SDK exception as a ProviderError of the right kind."""
     if isinstance(exc, openai.APIStatusError):
@@ -110,7 +100,7 @@ def map_error(exc: Exception) -> ProviderError:
         return ProviderError(
             kind_for_status(exc.status_code), message, retry_after_s(headers), status=exc.status_code, headers=headers
         )
-    if isinstance(exc, openai.APITimeoutError) and not _refused(exc):
+    if isinstance(exc, openai.APITimeoutError) and not connection_refused(exc):
         return ProviderError(ErrorKind.TIMEOUT, "request timed out")
     if isinstance(exc, openai.APIConnectionError):
         return ProviderError(ErrorKind.CONNECTION, f"connection error: {exc.__cause__ or exc}")
@@ -124,18 +114,14 @@ async def _json(raw: Any) -> Any:
     return raw.http_response.json()
 
 
-def _get(obj: Any, key: str) -> Any:
-    return obj.get(key) if isinstance(obj, dict) else getattr(obj, key, None)
-
-
 def usage_of(usage: Any) -> TokenUsage:
     if usage is None:
         return TokenUsage()
-    details = _get(usage, "prompt_tokens_details")
-    cached = (_get(details, "cached_tokens") or 0) if details else 0
+    details = field_of(usage, "prompt_tokens_details")
+    cached = (field_of(details, "cached_tokens") or 0) if details else 0
     return TokenUsage(
-        input=max(0, (_get(usage, "prompt_tokens") or 0) - cached),
-        output=_get(usage, "completion_tokens") or 0,
+        input=max(0, (field_of(usage, "prompt_tokens") or 0) - cached),
+        output=field_of(usage, "completion_tokens") or 0,
         cache_read=cached,
     )
 
@@ -145,18 +131,18 @@ def parse_completion(completion: Any) -> tuple[Any, TokenUsage]:
     files); a length stop, refusals and empty answers are errors."""
     if not isinstance(completion, dict) and not hasattr(completion, "choices"):
         raise ProviderError(ErrorKind.INVALID_OUTPUT, "the answer is not a chat completion")
-    usage = usage_of(_get(completion, "usage"))
-    choices = _get(completion, "choices") or []
+    usage = usage_of(field_of(completion, "usage"))
+    choices = field_of(completion, "choices") or []
     if not choices:
         raise ProviderError(ErrorKind.INVALID_OUTPUT, "no choices in the answer", usage=usage)
     choice = choices[0]
-    message = _get(choice, "message") or {}
-    finish = _get(choice, "finish_reason")
+    message = field_of(choice, "message") or {}
+    finish = field_of(choice, "finish_reason")
     if finish == "length":
         raise ProviderError(ErrorKind.MAX_TOKENS, "output cut at max_completion_tokens", usage=usage)
-    if finish == "content_filter" or _get(message, "refusal"):
+    if finish == "content_filter" or field_of(message, "refusal"):
         raise ProviderError(ErrorKind.REFUSED, "the model refused", usage=usage)
-    content = _get(message, "content")
+    content = field_of(message, "content")
     if not content:
         raise ProviderError(ErrorKind.INVALID_OUTPUT, "empty answer", usage=usage)
     return content, usage

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import Union
 
 import numpy as np
@@ -147,7 +147,7 @@ class BatchMachine:
     def next_timer(self) -> datetime | None:
         if self.phase == "comparing":
             pending = [c.deadline for c in self.comps if c.state == FLIGHT]
-            return datetime.fromtimestamp(min(pending), timezone.utc) if pending else None
+            return datetime.fromtimestamp(min(pending), UTC) if pending else None
         if self.phase == "collecting" and self.opened_at:
             return self.opened_at + COLLECT_TIMEOUT
         if self.phase == "done" and self.done_at:

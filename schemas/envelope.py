@@ -7,7 +7,7 @@ what it is about (batch, comparison, attempt); sinks upsert by that id.
 from __future__ import annotations
 
 import uuid
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -21,7 +21,7 @@ def deterministic_id(*parts: object) -> str:
 
 
 def utc_now() -> datetime:
-    return datetime.now(timezone.utc)
+    return datetime.now(UTC)
 
 
 class Envelope(BaseModel):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 from enum import StrEnum
-from typing import Annotated, Literal, Union
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 
@@ -281,11 +281,11 @@ class DeadLetter(Envelope):
 
 
 InboundEvent = Annotated[
-    Union[BatchOpened, EssaySubmitted, Judgement], Field(discriminator="event_type")
+    BatchOpened | EssaySubmitted | Judgement, Field(discriminator="event_type")
 ]
 INBOUND = TypeAdapter(InboundEvent)
 REQUEST_EVENT = TypeAdapter(
-    Annotated[Union[BatchOpened, EssaySubmitted], Field(discriminator="event_type")]
+    Annotated[BatchOpened | EssaySubmitted, Field(discriminator="event_type")]
 )
 
 ALL_EVENTS: dict[str, type[Envelope]] = {

@@ -5,7 +5,7 @@ Same arguments -> the same events (ids and timestamps), so a second call is a re
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 from schemas import (
     AssessmentResult,
@@ -22,7 +22,7 @@ from schemas import (
 )
 from schemas.envelope import Envelope, deterministic_id
 
-T0 = datetime(2026, 1, 5, 9, 0, tzinfo=timezone.utc)
+T0 = datetime(2026, 1, 5, 9, 0, tzinfo=UTC)
 
 
 def judgement(
