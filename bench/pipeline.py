@@ -48,6 +48,12 @@ def batch_events(n_batches: int, n_essays: int, seed: int, settings: BatchSettin
     return events
 
 
+def _cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def pct(xs: list[float], q: float) -> float | None:
     return float(np.percentile(xs, q)) if xs else None
 
@@ -172,6 +178,7 @@ def kafka(n_batches: int, n_essays: int, settings: BatchSettings, workers: int) 
         consumer = Consumer({"bootstrap.servers": broker.bootstrap, "group.id": "bench", "enable.auto.commit": False})
         consumer.assign([TopicPartition(st.topics.results, p, -2) for p in range(4)])
         time.sleep(2.0)
+        cpu0 = {flow: _cpu_seconds(p.pid) for flow, p in zip(("assessment", "judge"), procs)}
         events = batch_events(n_batches, n_essays, 2, settings, prefix="k")  # opened now
         t0 = time.perf_counter()
         publish(st, st.topics.requests, events)
@@ -187,6 +194,7 @@ def kafka(n_batches: int, n_essays: int, settings: BatchSettings, workers: int) 
                 results[res.batch_id] = res
                 lag.append(time.time() - res.occurred_at.timestamp())
         wall = time.perf_counter() - t0
+        cpu = {flow: _cpu_seconds(p.pid) - cpu0[flow] for flow, p in zip(("assessment", "judge"), procs)}
         for p in procs:
             p.kill()
         consumer.close()
@@ -198,6 +206,11 @@ def kafka(n_batches: int, n_essays: int, settings: BatchSettings, workers: int) 
         "kafka_judgements": judgements,
         "kafka_wall_s": wall,
         "kafka_judgements_per_s": judgements / wall,
+        # The broker, both flows and this reader share 2 cores: per CPU-second of the
+        # assessment process is what one worker with a core of its own would sustain.
+        "kafka_assessment_cpu_s": cpu["assessment"],
+        "kafka_judge_cpu_s": cpu["judge"],
+        "kafka_judgements_per_assessment_cpu_s": judgements / cpu["assessment"] if cpu["assessment"] else None,
         "kafka_batch_wall_p50_s": pct(durations, 50),
         "kafka_batch_wall_p99_s": pct(durations, 99),
         "kafka_result_lag_p50_s": pct(lag, 50),
