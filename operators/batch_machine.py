@@ -294,7 +294,7 @@ class BatchMachine:
         if n_error >= s.budget:
             return out + self._finish("too_many_errors", now)
         valid_per_essay = self._valid_per_essay()
-        reason = stop_reason(self._rule(), n, valid_per_essay, n_valid, self._fit, pairs_left)
+        reason = stop_reason(self._rule(), n, valid_per_essay, n_valid, self._current_fit(), pairs_left)
         if reason is not None and self.fit_n != n_valid:  # confirm on a fresh fit
             reason = stop_reason(self._rule(), n, valid_per_essay, n_valid, self.fit(fresh=True), pairs_left)
         if reason is None and in_flight == 0:
@@ -374,8 +374,14 @@ class BatchMachine:
         n_valid = len(self.valid_order)
         if fresh or n_valid - self.fit_n >= self._refit_every(n_valid):
             self.fit_n = n_valid
+        return self._current_fit()
+
+    def _current_fit(self) -> Fit | None:
+        """The fit over `valid_order[:fit_n]` without advancing it (recomputed after a restore)."""
+        if len(self.essays) < 2:
+            return None
         if self._fit is None or self._fit_at != self.fit_n:
-            self._fit = fit_bt(n, *self._valid_arrays(self.fit_n), initial=self._fit)
+            self._fit = fit_bt(len(self.essays), *self._valid_arrays(self.fit_n), initial=self._fit)
             self._fit_at = self.fit_n
         return self._fit
 

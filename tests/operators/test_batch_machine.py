@@ -199,3 +199,36 @@ def test_anchors_give_projected_grades():
     assert all(e.projected_grade for e in r.essays)
     assert abs(sum(by_id["e5"].grade_probabilities.values()) - 1) < 1e-5
     assert r.grade_cut_points and np.all(np.diff(r.grade_cut_points) >= 0)
+
+
+def test_restore_at_any_point_gives_the_same_result_including_precision_stops():
+    """The fit in use depends on the judgement history only, so a batch resumed from any
+    snapshot stops at the same judgement with the same content (the replay contract)."""
+    from bench.instant_judge import decide
+
+    def noisy(req, at):
+        return Judgement.for_request(
+            req, winner=decide(req.essay_a.text, req.essay_b.text), provider="t", model="m", occurred_at=at
+        )
+
+    def drive(m, pending, limit=None):
+        seen, results = 0, []
+        while pending and (limit is None or seen < limit):
+            req = pending.pop(0)
+            now = T0 + timedelta(milliseconds=10 * int(req.comparison_id.split("#")[1]))  # same in every run
+            out = m.handle(noisy(req, now), now)
+            seen += 1
+            pending += requests(out)
+            results += [e for e in out if isinstance(e, AssessmentResult)]
+        return results, pending
+
+    ref_m, out = open_batch(n=12, budget=400, max_mean_se=1.0, min_per_essay=4)
+    (reference,), _ = drive(ref_m, requests(out))
+    assert reference.stop_reason == "precision_met"
+    for cut in range(3, reference.comparisons_valid, 7):
+        m, out = open_batch(n=12, budget=400, max_mean_se=1.0, min_per_essay=4)
+        early, pending = drive(m, requests(out), limit=cut)
+        assert not early
+        twin = BatchMachine.restore(pickle.loads(pickle.dumps(m.snapshot())))
+        (resumed,), _ = drive(twin, list(pending))
+        assert resumed == reference, cut
