@@ -93,6 +93,7 @@ def _seq_of(batch_id: str, cid: str) -> int | None:
 
 
 class BatchMachine:
+    TOP_UP_AT = 0.5  # top up when this share of the in-flight window is still out
     def __init__(self, batch_id: str):
         self.batch_id = batch_id
         self.phase = "collecting"
@@ -272,7 +273,7 @@ class BatchMachine:
         pairs_left = True
         # Top up in chunks once half the window has drained: one pairing call per chunk
         # rather than per judgement, while the pipeline stays at least half full.
-        if want > 0 and in_flight <= s.in_flight // 2:
+        if want > 0 and in_flight <= int(s.in_flight * self.TOP_UP_AT):
             fit = self.fit(fresh=False)  # refits only when enough new judgements arrived
             if self._issued is None:
                 self._issued = [(c.first, c.second) for c in self.comps if c.state != ERROR]
