@@ -10,8 +10,8 @@ from pathlib import Path
 
 from flows.folder import InputError
 
-# Modules adding subcommands: each has `add_commands(subparsers)`; a parser it adds sets
-# `handler=fn(args) -> int` with set_defaults. Raise InputError for bad user input.
+# Modules adding subcommands: each has `add_commands(subparsers)`; every parser sets
+# `handler=fn(args) -> int` with set_defaults. Handlers raise InputError for bad user input.
 COMMAND_MODULES: tuple[str, ...] = ("flows.kafka_cli", "flows.db_cli")
 
 
@@ -34,6 +34,7 @@ def _assess_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--no-progress", action="store_true")
     p.add_argument("--metrics-port", type=int, default=None, help="serve Prometheus /metrics on this port")
     p.add_argument("--no-png", action="store_true", help="do not write scale.png")
+    p.set_defaults(handler=cmd_assess)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -47,22 +48,17 @@ def main(argv: list[str] | None = None) -> int:
     sch = sub.add_parser("schemas", help="JSON Schemas of the events")
     sch.add_argument("action", choices=["export", "check"])
     sch.add_argument("--dir", type=Path, default=None)
+    sch.set_defaults(handler=cmd_schemas)
     for name in COMMAND_MODULES:
         importlib.import_module(name).add_commands(sub)
     args = parser.parse_args(argv)
     try:
-        if getattr(args, "handler", None):
-            return int(args.handler(args))
-        if args.command == "assess":
-            return cmd_assess(args)
-        if args.command == "schemas":
-            return cmd_schemas(args)
+        return int(args.handler(args))
     except InputError as exc:
         print(f"cjflow: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         return 130
-    return 1
 
 
 def cmd_schemas(args: argparse.Namespace) -> int:
