@@ -245,22 +245,10 @@ def fit_bt(
     problem = _Problem(n, f, s, y, 1.0 / prior_sd**2, 1.0 / delta_prior_sd**2, use_delta)
     x, iterations, converged = _newton(problem, x, tol, max_iter)
     cov_diag = _inverse_diagonal(problem.dense_hessian(x))
-    se_all = np.sqrt(np.maximum(cov_diag, 0.0))
     theta = x[:n].copy()
     delta = float(x[n]) if use_delta else 0.0
-    se = se_all[:n].copy()
     infit, outfit = misfit(n, f, s, y.astype(bool), theta, delta)
-    return Fit(
-        theta=theta,
-        se=se,
-        delta=delta,
-        delta_se=float(se_all[n]) if use_delta else 0.0,
-        ssr=scale_separation_reliability(theta, se),
-        infit=infit,
-        outfit=outfit,
-        iterations=iterations,
-        converged=converged,
-    )
+    return _fit_at(n, x, cov_diag, use_delta, infit, outfit, iterations, converged)
 
 
 # Below this many parameters a dense Cholesky per Newton step is cheaper than conjugate
@@ -540,10 +528,6 @@ def _fit_dense(
             cov_diag = inv_l.sum(axis=0)
     if cov_diag is None:
         cov_diag = np.diag(np.linalg.pinv(dense_h(p)))
-    se_all = np.sqrt(np.maximum(cov_diag, 0.0))
-    theta = x[:n].copy()
-    delta = float(x[n]) if use_delta else 0.0
-    se = se_all[:n].copy()
     # misfit at the same iterate (see `misfit`), in one bincount
     w = np.maximum(p * (1.0 - p), 1e-12)
     sq = (y != 0) - p
@@ -561,10 +545,21 @@ def _fit_dense(
     if none.any():
         outfit[none] = np.nan
         infit[none] = np.nan
+    return _fit_at(n, x, cov_diag, use_delta, infit, outfit, iterations, converged)
+
+
+def _fit_at(
+    n: int, x: np.ndarray, cov_diag: np.ndarray, use_delta: bool, infit: np.ndarray, outfit: np.ndarray,
+    iterations: int, converged: bool,
+) -> Fit:
+    """The `Fit` at the final iterate `x` (theta, then delta if fitted) with diag(H^-1)."""
+    se_all = np.sqrt(np.maximum(cov_diag, 0.0))
+    theta = x[:n].copy()
+    se = se_all[:n].copy()
     return Fit(
         theta=theta,
         se=se,
-        delta=delta,
+        delta=float(x[n]) if use_delta else 0.0,
         delta_se=float(se_all[n]) if use_delta else 0.0,
         ssr=scale_separation_reliability(theta, se),
         infit=infit,

@@ -3,10 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import os
-import re
-import subprocess
-import sys
 from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
@@ -14,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from bench.fake_provider import FakeConfig, FakeProvider
+from bench.judge_throughput import spawn_fake
 from judges.providers import build_provider_judge
 from schemas import ComparisonRequested, utc_now
 from schemas.events import PresentedEssay
@@ -71,19 +68,10 @@ async def judge_all(judge, requests):
 @pytest.fixture
 def fake_process() -> Iterator[str]:
     """A fake provider in its own process (its CPU apart from the client's): base URL."""
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "bench.fake_provider", "--port", "0", "--latency-ms", "2000"],
-        stdout=subprocess.PIPE,
-        text=True,
-        env=env,
-        cwd=ROOT,
-    )
-    line = proc.stdout.readline() if proc.stdout else ""
-    m = re.search(r"(http://\S+)", line)
-    if not m:
-        proc.kill()
-        pytest.fail(f"fake provider did not start: {line!r}")
-    yield m.group(1)
+    try:
+        proc, url = spawn_fake(["--latency-ms", "2000"])
+    except RuntimeError as exc:
+        pytest.fail(str(exc))
+    yield url
     proc.terminate()
     proc.wait(5)
