@@ -115,12 +115,33 @@ def evaluate(scale: GradeScale, args: argparse.Namespace) -> dict[str, object]:
         if mask.sum() == 0:
             continue
         predicted, observed = float(top[mask].mean()), float(hit[mask].mean())
+        # Binomial standard error of the observed rate: how far off a perfectly calibrated
+        # bin of this size may land by chance (batches share cut-point errors, so a bit more).
+        se = float(np.sqrt(max(predicted * (1.0 - predicted), 1e-12) / mask.sum()))
         bins.append({"bin": f"{CAL_BINS[b]:.1f}-{CAL_BINS[b + 1]:.1f}", "count": int(mask.sum()),
-                     "predicted": round(predicted, 3), "observed": round(observed, 3)})
+                     "predicted": round(predicted, 3), "observed": round(observed, 3), "se": round(se, 3)})
         if mask.sum() >= args.min_bin:
             gaps.append(abs(predicted - observed))
     # Expected calibration error, weighted by bin counts.
     ece = float(sum(bn["count"] * abs(bn["predicted"] - bn["observed"]) for bn in bins) / len(top))
+    # The same for the open end grades alone (most likely grade the lowest or highest) and
+    # for the grades between them: the two behave differently (docs/cj-method.md).
+    end = (pred == 0) | (pred == p.shape[1] - 1)
+    by_kind = {
+        kind: {"count": int(m.sum()), "predicted": round(float(top[m].mean()), 3), "observed": round(float(hit[m].mean()), 3)}
+        for kind, m in (("end_grades", end), ("inner_grades", ~end))
+        if m.any()
+    }
+    # Calibration of P(above each cut point), pooled over cuts: the quantity the grade
+    # probabilities are differences of.
+    above_p = (1.0 - np.cumsum(p, axis=1))[:, :-1].ravel()
+    above_y = (true_cat[:, None] > np.arange(p.shape[1] - 1)[None, :]).ravel()
+    which_c = np.clip(np.digitize(above_p, CAL_BINS) - 1, 0, len(CAL_BINS) - 2)
+    exceed_gaps = [
+        abs(float(above_p[which_c == b].mean()) - float(above_y[which_c == b].mean()))
+        for b in range(len(CAL_BINS) - 1)
+        if (which_c == b).sum() >= args.min_bin
+    ]
     return {
         "scale": scale.name,
         "essays_scored": len(true_cat),
@@ -131,6 +152,8 @@ def evaluate(scale: GradeScale, args: argparse.Namespace) -> dict[str, object]:
         "calibration_max_gap": round(max(gaps), 4) if gaps else None,
         "calibration_ece": round(ece, 4),
         "calibration_bins": bins,
+        "calibration_by_kind": by_kind,
+        "exceedance_max_gap": round(max(exceed_gaps), 4) if exceed_gaps else None,
         "seconds": round(time.perf_counter() - t0, 2),
     }
 
@@ -142,7 +165,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--anchors", type=int, default=8, help="anchors per batch (default 8)")
     ap.add_argument("--per-essay", type=float, default=10.0, help="comparisons per essay (default 10)")
     ap.add_argument("--sd", type=float, default=2.0, help="sd of true abilities (default 2)")
-    ap.add_argument("--seeds", type=int, default=20, help="simulated batches per scale")
+    ap.add_argument("--seeds", type=int, default=20,
+                    help="simulated batches per scale (calibration needs hundreds: a bin of 100 essays has se 0.05)")
     ap.add_argument("--in-flight", type=int, default=8)
     ap.add_argument("--min-bin", type=int, default=50, help="bins with fewer essays are not held to the gap")
     ap.add_argument("--json", action="store_true", help="print one JSON object")
@@ -157,7 +181,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"\n{r['scale']}: exact {r['exact_accuracy']}, within one {r['within_one_accuracy']}, "
               f"Brier {r['brier']}, calibration max gap {r['calibration_max_gap']} (ECE {r['calibration_ece']})")
         for bn in r["calibration_bins"]:  # type: ignore[attr-defined]
-            print(f"  top p {bn['bin']}: n={bn['count']:>5} predicted {bn['predicted']:.3f} observed {bn['observed']:.3f}")
+            print(f"  top p {bn['bin']}: n={bn['count']:>5} predicted {bn['predicted']:.3f} "
+                  f"observed {bn['observed']:.3f} (se {bn['se']:.3f})")
+        for kind, row in r["calibration_by_kind"].items():  # type: ignore[attr-defined]
+            print(f"  {kind}: n={row['count']} predicted {row['predicted']:.3f} observed {row['observed']:.3f}")
+        print(f"  P(above a cut) calibration max gap: {r['exceedance_max_gap']}")
     return 0
 
 
