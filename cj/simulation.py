@@ -59,7 +59,7 @@ def _scalar(prob: Callable[[np.ndarray], np.ndarray]) -> JudgeModel:
     def judge(theta_first: float, theta_second: float, rng: np.random.Generator) -> bool:
         return bool(rng.random() < float(prob(np.asarray(theta_first - theta_second))))
 
-    judge.__doc__ = f"Simulated judge ({prob.__name__.lstrip('_p_')}): True when the essay shown first wins."
+    judge.__doc__ = f"Simulated judge ({prob.__name__.removeprefix('_p_')}): True when the essay shown first wins."
     judge.win_probability = prob  # type: ignore[attr-defined]  # lets judge_many vectorise
     return judge
 

@@ -7,8 +7,12 @@ import importlib
 import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from flows.folder import InputError
+
+if TYPE_CHECKING:
+    from schemas import BatchSettings
 
 # Modules adding subcommands: each has `add_commands(subparsers)`; every parser sets
 # `handler=fn(args) -> int` with set_defaults. Handlers raise InputError for bad user input.

@@ -106,7 +106,7 @@ def test_adaptive_pairs_are_close_in_theta() -> None:
     fit = fit_bt(n, arr[:, 0], arr[:, 1], won)
     ad = select_pairs(n, 20, issued, fit=fit, rng=rng, strategy="adaptive")
     rnd = select_pairs(n, 20, issued, fit=fit, rng=rng, strategy="random")
-    gap = lambda ps: np.median([abs(fit.theta[a] - fit.theta[b]) for a, b in ps])  # noqa: E731
+    gap = lambda ps: np.median([abs(fit.theta[a] - fit.theta[b]) for a, b in ps])
     assert gap(ad) < gap(rnd)
 
 

@@ -12,7 +12,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from deploy_helpers import DEPLOY, K8S, rendered  # noqa: E402
+from deploy_helpers import DEPLOY, K8S, rendered
 
 
 @pytest.fixture(scope="session")

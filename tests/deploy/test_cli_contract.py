@@ -8,7 +8,7 @@ import os
 import subprocess
 
 import pytest
-from deploy_helpers import SH, K8S, containers, pod_env, pod_specs, stub_cjflow
+from deploy_helpers import K8S, SH, containers, pod_env, pod_specs, stub_cjflow
 
 SCRIPTS = K8S / "base" / "scripts"
 

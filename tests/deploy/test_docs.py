@@ -24,7 +24,7 @@ def test_configuration_table_lists_every_variable(envvars):
 
 def test_deploy_doc_sections_and_limits():
     text = DEPLOY_DOC.read_text()
-    headings = set(re.findall(r"^## (.+)$", text, flags=re.M))
+    headings = set(re.findall(r"^## (.+)$", text, flags=re.MULTILINE))
     assert {"Build", "Configure", "Deploy", "Scale out", "Upgrade", "Recover"} <= headings
     assert "configuration.md" in text
     lowered = text.lower()

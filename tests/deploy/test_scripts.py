@@ -13,7 +13,7 @@ import textwrap
 from pathlib import Path
 
 import pytest
-from deploy_helpers import SH, K8S, one, pod_env, real_cjflow, stub_cjflow
+from deploy_helpers import K8S, SH, one, pod_env, real_cjflow, stub_cjflow
 
 SCRIPTS = K8S / "base" / "scripts"
 VENV_BIN = str(Path(sys.executable).parent)

@@ -203,7 +203,7 @@ class Broker:
             except OSError:
                 pass
 
-    def __enter__(self) -> "Broker":
+    def __enter__(self) -> Broker:
         return self
 
     def __exit__(self, *exc) -> None:

@@ -14,7 +14,6 @@ from pathlib import Path
 import pytest
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
-
 from kafka_test_broker import free_port, produce, read_topic, start_broker
 
 pytestmark = pytest.mark.kafka

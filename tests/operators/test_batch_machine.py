@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pickle
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import numpy as np
 from scipy.stats import spearmanr
@@ -22,7 +22,7 @@ from schemas import (
     TokenUsage,
 )
 
-T0 = datetime(2026, 1, 1, tzinfo=timezone.utc)
+T0 = datetime(2026, 1, 1, tzinfo=UTC)
 
 
 def open_batch(n=6, bid="b1", anchors=None, **settings):

@@ -1,4 +1,5 @@
 import json
+from datetime import UTC
 
 import jsonschema
 import pytest
@@ -27,13 +28,13 @@ def test_schemas_check_command_detects_drift(tmp_path, capsys):
 
 
 def _request():
-    from datetime import datetime, timezone
+    from datetime import datetime
 
     return ComparisonRequested.create(
         "b1", "b1#0", 1,
         essay_a=PresentedEssay(essay_id="x", text="one"),
         essay_b=PresentedEssay(essay_id="y", text="two"),
-        deadline=datetime(2030, 1, 1, tzinfo=timezone.utc),
+        deadline=datetime(2030, 1, 1, tzinfo=UTC),
     )
 
 

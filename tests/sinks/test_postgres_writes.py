@@ -82,7 +82,7 @@ def _kill_first(engine, admin_url: str, statement_prefix: str, times: int = 1):
     left = {"n": times}
 
     @event.listens_for(engine, "before_cursor_execute")
-    def _kill(conn, cursor, statement, params, context, executemany):  # noqa: ANN001
+    def _kill(conn, cursor, statement, params, context, executemany):
         if left["n"] > 0 and statement.startswith(statement_prefix):
             left["n"] -= 1
             pid = cursor.connection.info.backend_pid
@@ -113,7 +113,7 @@ def test_a_serialization_failure_is_retried(app_engine):
     fired = {"n": 0}
 
     @event.listens_for(app_engine, "before_cursor_execute")
-    def _conflict(conn, cursor, statement, params, context, executemany):  # noqa: ANN001
+    def _conflict(conn, cursor, statement, params, context, executemany):
         if fired["n"] < 1 and statement.startswith('INSERT INTO comparisons'):
             fired["n"] += 1
             cursor.execute("DO $$ BEGIN RAISE EXCEPTION 'injected' USING ERRCODE = '40001'; END $$")
@@ -129,9 +129,8 @@ def test_when_the_database_stays_down_the_writer_raises_instead_of_dropping(tmp_
     engine = make_engine("postgresql://cjflow_app@127.0.0.1:1/cjflow", password_file=secret)
     sleeps: list[float] = []
     writer = SqlWriter(engine, retry=RetryPolicy(initial_s=0.05, max_elapsed_s=0.5), sleep=sleeps.append)
-    with caplog.at_level(logging.DEBUG):
-        with pytest.raises(SinkUnavailable) as info:
-            writer.write(batch_events("down", 3, 3))
+    with caplog.at_level(logging.DEBUG), pytest.raises(SinkUnavailable) as info:
+        writer.write(batch_events("down", 3, 3))
     assert len(sleeps) >= 2 and sleeps == sorted(sleeps)  # backing off
     assert "Sup3r-S3cret" not in caplog.text and "Sup3r-S3cret" not in str(info.value)
     assert "Sup3r-S3cret" not in repr(engine.url) and "Sup3r-S3cret" not in str(engine.url)
@@ -161,7 +160,7 @@ def test_parallel_writers_on_different_batches_do_not_contend(clean_db, dump):
     ]
     errors: list[BaseException] = []
 
-    def run(engine, events) -> None:  # noqa: ANN001
+    def run(engine, events) -> None:
         try:
             for _ in range(2):
                 SqlWriter(engine, chunk_rows=40).write(events)

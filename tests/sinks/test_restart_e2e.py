@@ -42,7 +42,7 @@ def test_postgres_restart_mid_run_loses_no_row_and_duplicates_none(pg, clean_db)
     restarted = threading.Event()
     restarter: list[threading.Thread] = []
 
-    def on_judgement(j) -> None:  # noqa: ANN001 - runs on the flow's worker thread
+    def on_judgement(j) -> None:
         seen.append(j.event_id)
         if len(seen) == 100 and not restarted.is_set():
             restarted.set()
@@ -66,7 +66,7 @@ def test_postgres_restart_mid_run_loses_no_row_and_duplicates_none(pg, clean_db)
     engine = make_engine(clean_db.app_url)
     try:
         with engine.connect() as conn:
-            q = lambda sql: conn.execute(text(sql)).scalar_one()  # noqa: E731
+            q = lambda sql: conn.execute(text(sql)).scalar_one()
             assert q("SELECT current_user") == "cjflow_app"
             stored = {r[0] for r in conn.execute(text("SELECT event_id FROM judgements"))}
             assert q("SELECT count(*) FROM judgements") == len(stored)  # (primary key) no duplicates
@@ -94,7 +94,7 @@ def test_postgres_restart_mid_run_loses_no_row_and_duplicates_none(pg, clean_db)
     print(f"run {elapsed:.1f} s, {len(seen)} judgements, sink errors retried: {_sink_errors() - errors_before:.0f}")
 
 
-def _server_up(pg) -> bool:  # noqa: ANN001
+def _server_up(pg) -> bool:
     try:
         with pg.connect("test"):
             return True

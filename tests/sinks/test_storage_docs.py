@@ -18,7 +18,7 @@ pytestmark = pytest.mark.postgres
 
 
 def _queries() -> list[str]:
-    return re.findall(r"```sql\n(.*?)```", DOC.read_text(), flags=re.S)
+    return re.findall(r"```sql\n(.*?)```", DOC.read_text(), flags=re.DOTALL)
 
 
 def test_the_documented_queries_run(app_engine):
