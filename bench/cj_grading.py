@@ -47,9 +47,15 @@ def _draw_in_band(lo: float, hi: float, sd: float, rng: np.random.Generator) -> 
 
 
 def simulate_batch(
-    scale: GradeScale, n_essays: int, n_anchors: int, per_essay: float, sd: float, seed: int, in_flight: int
+    scale: GradeScale, n_essays: int, n_anchors: int, per_essay: float, sd: float, seed: int, in_flight: int,
+    cohort_sd: float = 0.0,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """One anchored batch: (true category index, grade probabilities, fitted theta) per essay."""
+    """One anchored batch: (true category index, grade probabilities, fitted theta) per essay.
+
+    With `cohort_sd` > 0 the batch's essays come from a cohort whose mean ability is drawn
+    from N(0, cohort_sd^2) (classes and years differ), while the grade bands and the
+    anchors stay where the scale puts them.
+    """
     rng = np.random.default_rng([seed, 10])
     cuts_true = true_bands(scale, sd)
     edges = np.concatenate([[-np.inf], cuts_true, [np.inf]])
@@ -60,7 +66,8 @@ def simulate_batch(
     anchor_theta = [
         _draw_in_band(edges[grade_idx[g]], edges[grade_idx[g] + 1], sd, rng) for g in anchor_grades
     ]
-    essay_theta = rng.normal(0.0, sd, n_essays)
+    cohort_mean = float(np.random.default_rng([seed, 13]).normal(0.0, cohort_sd)) if cohort_sd > 0 else 0.0
+    essay_theta = rng.normal(cohort_mean, sd, n_essays)
     theta = np.concatenate([essay_theta, anchor_theta])
     n = theta.shape[0]
     true_cat = np.searchsorted(cuts_true, essay_theta, side="right")
@@ -96,7 +103,9 @@ def evaluate(scale: GradeScale, args: argparse.Namespace) -> dict[str, object]:
     t0 = time.perf_counter()
     cats, probs = [], []
     for seed in range(args.seeds):
-        c, p, _ = simulate_batch(scale, args.essays, args.anchors, args.per_essay, args.sd, seed, args.in_flight)
+        c, p, _ = simulate_batch(
+            scale, args.essays, args.anchors, args.per_essay, args.sd, seed, args.in_flight, args.cohort_sd
+        )
         cats.append(c)
         probs.append(p)
     true_cat = np.concatenate(cats)
@@ -144,6 +153,7 @@ def evaluate(scale: GradeScale, args: argparse.Namespace) -> dict[str, object]:
     ]
     return {
         "scale": scale.name,
+        "cohort_sd": args.cohort_sd,
         "essays_scored": len(true_cat),
         "exact_accuracy": round(float(hit.mean()), 4),
         "within_one_accuracy": round(float(np.mean(np.abs(pred - true_cat) <= 1)), 4),
@@ -168,6 +178,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--seeds", type=int, default=20,
                     help="simulated batches per scale (calibration needs hundreds: a bin of 100 essays has se 0.05)")
     ap.add_argument("--in-flight", type=int, default=8)
+    ap.add_argument("--cohort-sd", type=float, default=0.0,
+                    help="sd of each batch's mean ability around the scale's population (default 0: every batch "
+                         "from the same population)")
     ap.add_argument("--min-bin", type=int, default=50, help="bins with fewer essays are not held to the gap")
     ap.add_argument("--json", action="store_true", help="print one JSON object")
     args = ap.parse_args(argv)

@@ -56,16 +56,19 @@ class CutPoints:
         categories[g] from categories[g + 1].
     centres : (len(scale.categories),) theta of each grade's centre (anchored or inferred).
     cut_se : (len(cuts),) standard error of each boundary (from the anchors' SEs and the
-        anchors' spread within a grade band); zeros if unknown.
-    shared_var : error variance an essay shares with the cut points (the common shift of
-        the whole scale, prior_sd^2 / n_items); it cancels in theta - cut.
+        anchors' spread within a grade band, the common shift of the scale included); zeros
+        if unknown.
+    shared_cov : (len(cuts),) covariance of any essay's error with each boundary's error:
+        every fitted ability carries the common shift of the scale (variance prior_sd^2 /
+        n_items), and so does every cut point placed from the anchors; it cancels in
+        theta - cut. None (or zeros) if unknown.
     """
 
     scale: GradeScale
     cuts: np.ndarray
     centres: np.ndarray | None = None
     cut_se: np.ndarray | None = None
-    shared_var: float = 0.0
+    shared_cov: np.ndarray | None = None
 
 
 def validate_anchor_grades(scale: GradeScale, grades: Sequence[str], *, require_enough: bool = False) -> None:
@@ -132,8 +135,10 @@ def fit_cut_points(
         if they were not shrunk.
     n_items : essays in the fit (anchors included). With the prior, every fitted ability
         shares one common-shift error of variance prior_sd^2 / n_items; anchors and essays
-        share it, so it cancels between an essay and a cut point. Given, projections
-        leave it out (otherwise they are slightly underconfident).
+        share it, so it cancels between an essay and a cut point. Given, the cut SEs carry
+        it in full (the least-squares fit would treat it as independent per anchor and
+        average most of it away) and `shared_cov` records it, so projections take it out
+        of theta - cut exactly once.
 
     Returns
     -------
@@ -174,10 +179,12 @@ def fit_cut_points(
     if se.shape != theta.shape:
         raise GradingError("anchor_se must have one value per anchor")
 
+    de_shrink = None
     if anchor_se is not None and prior_sd is not None and prior_sd > 0:
         # Divide the prior out: the anchors' likelihood alone, on the true scale.
         info = np.maximum(1.0 / np.maximum(se, 1e-9) ** 2 - 1.0 / prior_sd**2, 1e-6)
-        theta = theta / (np.maximum(se, 1e-9) ** 2 * info)
+        de_shrink = 1.0 / (np.maximum(se, 1e-9) ** 2 * info)
+        theta = theta * de_shrink
         se = np.sqrt(1.0 / info)
 
     centre_scores, cut_scores = grade_scores(scale)
@@ -194,6 +201,10 @@ def fit_cut_points(
         cov = np.linalg.pinv(xtw @ x)
         return cov @ (xtw @ theta), cov
 
+    # How the anchors' (de-shrunk) abilities map to the fitted abilities' common shift:
+    # each anchor's value carries the shift scaled by its de-shrinking factor.
+    shift_gain = np.ones_like(theta) if de_shrink is None else de_shrink
+
     coef, _ = solve(np.ones_like(theta))
     if not coef[1] > 1e-9:
         raise GradingError(
@@ -207,26 +218,39 @@ def fit_cut_points(
             f"anchors do not separate the grades of {scale.name!r}: higher grades do not score higher"
         )
     dof = theta.shape[0] - 2
+    inflate = 1.0
     if dof > 0:
         # Widen only for a clear misfit: with a few anchors chi^2/dof scatters widely, and
         # max(1, chi^2/dof) on every batch would make all projections underconfident.
         chi2 = float(np.sum((theta - x @ coef) ** 2 / var)) / dof
         if chi2 > 1.0 + 2.0 * np.sqrt(2.0 / dof):
-            cov = cov * chi2
+            inflate = chi2
     a, b = coef
     cuts = a + b * cut_scores
     centres = a + b * centre_scores
     z = np.column_stack([np.ones_like(cut_scores), cut_scores])
-    cut_se = np.sqrt(np.maximum(np.einsum("ij,jk,ik->i", z, cov, z), 0.0))
-    shared = prior_sd**2 / n_items if (n_items and anchor_se is not None and prior_sd) else 0.0
-    return CutPoints(scale=scale, cuts=cuts, centres=centres, cut_se=cut_se, shared_var=float(shared))
+    cut_var = inflate * np.maximum(np.einsum("ij,jk,ik->i", z, cov, z), 0.0)
+    shared_cov = np.zeros_like(cut_scores)
+    if n_items and anchor_se is not None and prior_sd:
+        # The common shift (variance s2) moves every anchor together, so it moves each cut
+        # by k = (weights of the cut on the anchors) . shift_gain, about 1. The fit above
+        # counted it as independent noise per anchor (sum of squared weights * s2); put
+        # it back whole (k^2 * s2). Its covariance with an essay's error is k * s2.
+        s2 = prior_sd**2 / n_items
+        w_cut = z @ (cov @ (x.T / var))  # (cuts, anchors): cut = w_cut @ theta
+        k = w_cut @ shift_gain
+        counted = inflate * s2 * np.einsum("ij,j->i", w_cut**2, shift_gain**2)
+        cut_var = np.maximum(cut_var - counted, 0.0) + s2 * k**2
+        shared_cov = s2 * k
+    cut_se = np.sqrt(cut_var)
+    return CutPoints(scale=scale, cuts=cuts, centres=centres, cut_se=cut_se, shared_cov=shared_cov)
 
 
 def grade_probabilities(cuts: CutPoints, theta: np.ndarray, se: np.ndarray) -> np.ndarray:
     """(n, categories) probabilities of each grade for each essay (rows sum to 1).
 
-    P(above cut c) = Phi((theta - c) / sqrt(SE^2 + cut_se^2)); a grade's probability is the
-    difference of adjacent exceedances (made monotone, so never negative).
+    P(above cut c) = Phi((theta - c) / sqrt(SE^2 + cut_se^2 - 2 shared_cov)); a grade's
+    probability is the difference of adjacent exceedances (made monotone, so never negative).
     """
     th = np.asarray(theta, dtype=float).reshape(-1, 1)
     s = np.asarray(se, dtype=float).reshape(-1, 1)
@@ -234,9 +258,10 @@ def grade_probabilities(cuts: CutPoints, theta: np.ndarray, se: np.ndarray) -> n
         raise GradingError("theta and se differ in length")
     c = np.asarray(cuts.cuts, dtype=float).reshape(1, -1)
     cse = np.zeros_like(c) if cuts.cut_se is None else np.asarray(cuts.cut_se, dtype=float).reshape(1, -1)
+    shared = np.zeros_like(c) if cuts.shared_cov is None else np.asarray(cuts.shared_cov, dtype=float).reshape(1, -1)
     total = s**2 + cse**2
     # The scale's common shift is in both the essay's and the cuts' errors and cancels.
-    sd = np.sqrt(np.maximum(total - 2.0 * cuts.shared_var, 0.25 * total))
+    sd = np.sqrt(np.maximum(total - 2.0 * shared, 0.25 * total))
     with np.errstate(divide="ignore", invalid="ignore"):
         z = np.where(sd > 0, (th - c) / np.where(sd > 0, sd, 1.0), np.where(th >= c, np.inf, -np.inf))
     above = ndtr(z)  # P(theta above each cut), should fall with the cut index

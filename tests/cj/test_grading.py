@@ -122,3 +122,28 @@ def test_probabilities_follow_uncertainty() -> None:
     assert sharp[1] > vague[1]
     assert vague[0] == pytest.approx(vague[2], abs=1e-9)
     np.testing.assert_allclose(grade_probabilities(cuts, np.zeros(3), np.ones(3)).sum(axis=1), 1.0)
+
+
+def test_common_shift_counted_once() -> None:
+    """Every fitted ability carries the scale's common shift (prior_sd^2 / n_items); cut
+    points placed from anchors carry it too, whole, and it cancels in theta - cut."""
+    scale = get_scale("eng5_np_legacy_9_step")
+    grades = ["F+", "E-", "D-", "D+", "C-", "C+", "B", "A"]
+    theta = np.array([-3.0, -2.2, -0.7, 0.1, 0.8, 1.6, 2.4, 3.2])
+    se = np.full(8, 0.5)
+    plain = fit_cut_points(scale, theta, grades, anchor_se=se)  # shift unknown
+    shifted = fit_cut_points(scale, theta, grades, anchor_se=se, n_items=32)
+    s2 = 4.0 / 32
+    k = 1.0 / (1.0 - 0.25 / 4.0)  # each anchor's de-shrinking factor: the shift scales with it
+    assert plain.shared_cov is not None and np.all(plain.shared_cov == 0.0)
+    assert shifted.shared_cov is not None
+    np.testing.assert_allclose(shifted.shared_cov, s2 * k, rtol=1e-6)
+    np.testing.assert_allclose(shifted.cuts, plain.cuts)
+    # The least-squares fit averages independent noise over 8 anchors; the shift does not
+    # average away, so the cut SEs grow by (1 - sum of squared weights) * s2 * k^2.
+    assert np.all(shifted.cut_se > plain.cut_se)
+    assert np.all(shifted.cut_se**2 - plain.cut_se**2 < s2 * k**2 + 1e-12)
+    # An essay's theta - cut variance: se^2 + cut_se^2 - 2 * shared_cov.
+    p_plain = grade_probabilities(plain, np.array([0.3]), np.array([0.6]))
+    p_shift = grade_probabilities(shifted, np.array([0.3]), np.array([0.6]))
+    assert p_shift.max() > p_plain.max()  # the shared error no longer widens the projection
