@@ -131,7 +131,7 @@ def match_level(levels: Sequence[float], curve: Sequence[float], target: float) 
 
 def run_config(
     n: int, sd: float, per_essay: Sequence[float], strategies: Sequence[str], judge_name: str, judge: JudgeModel,
-    seeds: int, in_flight: int, min_per_essay: int,
+    seeds: int, in_flight: int, min_per_essay: int, seed_offset: int = 0,
 ) -> dict[str, object]:
     """Medians over seeds for each strategy and level, plus the adaptive-vs-random match."""
     report_levels = sorted(set(per_essay) | {TARGET_LEVEL})
@@ -142,7 +142,10 @@ def run_config(
     curves: dict[str, dict[str, list[float]]] = {}
     t0 = time.perf_counter()
     for strategy in strategies:
-        runs = [simulate_run(n, sd, levels, strategy, judge, seed, in_flight, min_per_essay) for seed in range(seeds)]
+        runs = [
+            simulate_run(n, sd, levels, strategy, judge, seed, in_flight, min_per_essay)
+            for seed in range(seed_offset, seed_offset + seeds)
+        ]
         med = {
             key: [float(np.median([getattr(r[i], key) for r in runs])) for i in range(len(levels))]
             for key in ("spearman", "kendall", "ssr", "delta")
@@ -215,6 +218,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--seeds", type=int, default=8, help="simulated batches per configuration (use >= 30 to measure)")
     ap.add_argument("--strategy", default="adaptive,random", help=f"comma-separated from {STRATEGIES}")
     ap.add_argument("--judge-model", default="logistic", help="built-in name, 'all', or MOD:FN")
+    ap.add_argument("--seed-offset", type=int, default=0,
+                    help="first seed (default 0): a disjoint seed set checks a result is not seed luck")
     ap.add_argument("--in-flight", type=int, default=8, help="comparisons in flight, one refit per judgement (default 8)")
     ap.add_argument("--min-per-essay", type=int, default=3, help="adaptive coverage floor (default 3)")
     ap.add_argument("--position-check", action="store_true",
@@ -234,7 +239,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         judge = load_judge(judge_name)
         for n in ns:
             res = run_config(n, args.sd, per_essay, strategies, judge_name, judge, args.seeds, args.in_flight,
-                             args.min_per_essay)
+                             args.min_per_essay, args.seed_offset)
             runs.append(res)
             if not args.json:
                 _print(res)

@@ -14,7 +14,11 @@ Both strategies share the same rules, so they differ only in which partner they 
    a judge's position bias spreads evenly over essays.
 4. `random`: the least-compared essay meets a random least-compared allowed partner (a
    balanced random design, the baseline).
-5. `adaptive`: essays below `min_per_essay` comparisons come first (the coverage floor).
+5. `adaptive`: up to 150 essays, once there is a fit, rule 1 picks among the
+   least-compared partners in other components the one of largest gain (below) rather
+   than at random. Essays below `min_per_essay` comparisons come first (the coverage
+   floor); up to 150 essays the floor is filled with the pair of largest gain among the
+   essays both below it (else with one below it).
    Then, up to 150 essays, the pair with the largest expected gain for the ranking: the
    drop in posterior variance from one comparison, weighted by the squared local density
    of essays (Spearman's loss is the sum of squared rank errors, and a rank error is a
@@ -417,10 +421,24 @@ def _next_pair(
         allowed = (design.partner_uses(i) == design.level) & (design.comp != design.comp[i])
         allowed[i] = False
         if allowed.any():
+            if plan is not None and plan.informed:
+                # Adaptive, once there is a fit: among the least-compared partners in other
+                # components, the most informative one (e.g. winners meet winners).
+                least = allowed & (count == count[allowed].min())
+                return i, _pick_max(plan.gain_row(i), least, rng)
             return i, _pick_min(count, allowed, rng)
     floor = can & (count < min_per_essay)
-    if plan is not None and not floor.any():
-        return plan.best_pair(design, rng)
+    if plan is not None:
+        if not floor.any():
+            return plan.best_pair(design, rng)
+        # Coverage floor: the most informative pair of essays both below the floor (else
+        # with one below it), rather than the least-compared essay's best partner.
+        below = count < min_per_essay
+        pair = plan.best_pair(design, rng, below[:, None] & below[None, :])
+        if pair is None:
+            pair = plan.best_pair(design, rng, below[:, None] | below[None, :])
+        if pair is not None:
+            return pair
     if strategy == "random" or floor.any():
         i = _pick_min(count, can, rng)
     else:
@@ -455,6 +473,7 @@ class _RankDesign:
     def __init__(self, design: _Design, theta: np.ndarray) -> None:
         n = design.n
         self.theta = theta
+        self.informed = bool(theta.any())  # False before the first fit
         self.diff = diff = theta[:, None] - theta[None, :]
         if isinstance(design, _DenseDesign) and not design.picked:
             # p(1 - p) of a pair depends on the pair only, p = sigmoid(d): 1 / (2 + 2 cosh d)
@@ -508,7 +527,10 @@ class _RankDesign:
     def gain_row(self, i: int) -> np.ndarray:
         return self._gains(np.array([i]))[0]
 
-    def best_pair(self, design: _Design, rng: np.random.Generator) -> tuple[int, int] | None:
+    def best_pair(
+        self, design: _Design, rng: np.random.Generator, among: np.ndarray | None = None
+    ) -> tuple[int, int] | None:
+        """The allowed pair of largest gain (restricted to the (n, n) mask `among` if given)."""
         n = design.n
         if isinstance(design, _DenseDesign):
             allowed = design.allowed
@@ -519,6 +541,10 @@ class _RankDesign:
                 uses[a, b] = uses[b, a] = _PICKED
             allowed = uses == design.level
             np.fill_diagonal(allowed, False)
+        if among is not None:
+            allowed = allowed & among
+            if not allowed.any():
+                return None
         g = self._gains(slice(None))
         flat = _pick_max_masked(g.ravel(), allowed.ravel(), rng)
         if flat < 0:
