@@ -201,10 +201,6 @@ def fit_cut_points(
         cov = np.linalg.pinv(xtw @ x)
         return cov @ (xtw @ theta), cov
 
-    # How the anchors' (de-shrunk) abilities map to the fitted abilities' common shift:
-    # each anchor's value carries the shift scaled by its de-shrinking factor.
-    shift_gain = np.ones_like(theta) if de_shrink is None else de_shrink
-
     coef, _ = solve(np.ones_like(theta))
     if not coef[1] > 1e-9:
         raise GradingError(
@@ -231,15 +227,17 @@ def fit_cut_points(
     z = np.column_stack([np.ones_like(cut_scores), cut_scores])
     cut_var = inflate * np.maximum(np.einsum("ij,jk,ik->i", z, cov, z), 0.0)
     shared_cov = np.zeros_like(cut_scores)
-    if n_items and anchor_se is not None and prior_sd:
-        # The common shift (variance s2) moves every anchor together, so it moves each cut
-        # by k = (weights of the cut on the anchors) . shift_gain, about 1. The fit above
+    if n_items and de_shrink is not None:
+        # The common shift (variance s2) of the prior moves every anchor together, each
+        # de-shrunk value by its de-shrinking factor, so it moves each cut by
+        # k = (weights of the cut on the anchors) . de_shrink, about 1. The fit above
         # counted it as independent noise per anchor (sum of squared weights * s2); put
         # it back whole (k^2 * s2). Its covariance with an essay's error is k * s2.
+        assert prior_sd is not None  # de_shrink exists only with a prior
         s2 = prior_sd**2 / n_items
         w_cut = z @ (cov @ (x.T / var))  # (cuts, anchors): cut = w_cut @ theta
-        k = w_cut @ shift_gain
-        counted = inflate * s2 * np.einsum("ij,j->i", w_cut**2, shift_gain**2)
+        k = w_cut @ de_shrink
+        counted = inflate * s2 * np.einsum("ij,j->i", w_cut**2, de_shrink**2)
         cut_var = np.maximum(cut_var - counted, 0.0) + s2 * k**2
         shared_cov = s2 * k
     cut_se = np.sqrt(cut_var)

@@ -427,16 +427,14 @@ def _next_pair(
                 least = allowed & (count == count[allowed].min())
                 return i, _pick_max(plan.gain_row(i), least, rng)
             return i, _pick_min(count, allowed, rng)
-    floor = can & (count < min_per_essay)
+    below = count < min_per_essay
+    floor = can & below
     if plan is not None:
         if not floor.any():
             return plan.best_pair(design, rng)
         # Coverage floor: the most informative pair of essays both below the floor (else
         # with one below it), rather than the least-compared essay's best partner.
-        below = count < min_per_essay
-        pair = plan.best_pair(design, rng, below[:, None] & below[None, :])
-        if pair is None:
-            pair = plan.best_pair(design, rng, below[:, None] | below[None, :])
+        pair = plan.best_pair(design, rng, below[:, None] & below[None, :], below[:, None] | below[None, :])
         if pair is not None:
             return pair
     if strategy == "random" or floor.any():
@@ -527,10 +525,12 @@ class _RankDesign:
     def gain_row(self, i: int) -> np.ndarray:
         return self._gains(np.array([i]))[0]
 
-    def best_pair(
-        self, design: _Design, rng: np.random.Generator, among: np.ndarray | None = None
-    ) -> tuple[int, int] | None:
-        """The allowed pair of largest gain (restricted to the (n, n) mask `among` if given)."""
+    def best_pair(self, design: _Design, rng: np.random.Generator, *among: np.ndarray) -> tuple[int, int] | None:
+        """The allowed pair of largest gain.
+
+        With (n, n) masks in `among`, within the first mask that leaves an allowed pair
+        (None if none does); the gains are computed once for all of them.
+        """
         n = design.n
         if isinstance(design, _DenseDesign):
             allowed = design.allowed
@@ -541,12 +541,11 @@ class _RankDesign:
                 uses[a, b] = uses[b, a] = _PICKED
             allowed = uses == design.level
             np.fill_diagonal(allowed, False)
-        if among is not None:
-            allowed = allowed & among
-            if not allowed.any():
-                return None
+        mask = next((m for m in (allowed & m for m in among or (True,)) if m.any()), None)
+        if mask is None:
+            return None
         g = self._gains(slice(None))
-        flat = _pick_max_masked(g.ravel(), allowed.ravel(), rng)
+        flat = _pick_max_masked(g.ravel(), mask.ravel(), rng)
         if flat < 0:
             return None
         a, b = divmod(flat, n)
