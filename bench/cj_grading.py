@@ -99,6 +99,36 @@ def simulate_batch(
     return true_cat, probs, fit.theta[:n_essays]
 
 
+CAL_TOLERANCE = 0.05  # the acceptance: predicted and observed within this, per bin
+
+
+def gap_intervals(
+    batch: np.ndarray, which: np.ndarray, top: np.ndarray, hit: np.ndarray, n_bins: int,
+    rng: np.random.Generator, draws: int = 1000,
+) -> list[tuple[float, float] | None]:
+    """90% interval of each bin's gap (observed - predicted), resampling whole batches.
+
+    Essays of one batch share its cut-point errors, so the binomial standard error of a
+    bin understates its scatter; resampling batches keeps that correlation. None for a
+    bin without essays.
+    """
+    n_batches = int(batch.max()) + 1
+    cell = batch * n_bins + which
+    size = n_batches * n_bins
+    count = np.bincount(cell, minlength=size).reshape(n_batches, n_bins).astype(float)
+    pred = np.bincount(cell, weights=top, minlength=size).reshape(n_batches, n_bins)
+    obs = np.bincount(cell, weights=hit.astype(float), minlength=size).reshape(n_batches, n_bins)
+    idx = rng.integers(0, n_batches, size=(draws, n_batches))
+    c, pr, ob = count[idx].sum(axis=1), pred[idx].sum(axis=1), obs[idx].sum(axis=1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        gap = (ob - pr) / c  # (draws, bins); nan where a resample leaves a bin empty
+    out: list[tuple[float, float] | None] = []
+    for b in range(n_bins):
+        g = gap[:, b][np.isfinite(gap[:, b])]
+        out.append((float(np.percentile(g, 5)), float(np.percentile(g, 95))) if g.size else None)
+    return out
+
+
 def evaluate(scale: GradeScale, args: argparse.Namespace) -> dict[str, object]:
     t0 = time.perf_counter()
     cats, probs = [], []
@@ -119,18 +149,26 @@ def evaluate(scale: GradeScale, args: argparse.Namespace) -> dict[str, object]:
     bins = []
     gaps = []
     which = np.clip(np.digitize(top, CAL_BINS) - 1, 0, len(CAL_BINS) - 2)
+    batch = np.repeat(np.arange(len(cats)), [c.shape[0] for c in cats])
+    bin_ci = gap_intervals(batch, which, top, hit, len(CAL_BINS) - 1, np.random.default_rng(args.seeds))
+    clearly_off = []
     for b in range(len(CAL_BINS) - 1):
         mask = which == b
         if mask.sum() == 0:
             continue
         predicted, observed = float(top[mask].mean()), float(hit[mask].mean())
         # Binomial standard error of the observed rate: how far off a perfectly calibrated
-        # bin of this size may land by chance (batches share cut-point errors, so a bit more).
+        # bin of this size may land by chance (batches share cut-point errors, so more: the
+        # interval resampling whole batches below is the honest one).
         se = float(np.sqrt(max(predicted * (1.0 - predicted), 1e-12) / mask.sum()))
+        ci = bin_ci[b]
         bins.append({"bin": f"{CAL_BINS[b]:.1f}-{CAL_BINS[b + 1]:.1f}", "count": int(mask.sum()),
-                     "predicted": round(predicted, 3), "observed": round(observed, 3), "se": round(se, 3)})
+                     "predicted": round(predicted, 3), "observed": round(observed, 3), "se": round(se, 3),
+                     "gap_90pct_by_batch": [round(x, 3) for x in ci] if ci else None})
         if mask.sum() >= args.min_bin:
             gaps.append(abs(predicted - observed))
+            if ci and (ci[0] > CAL_TOLERANCE or ci[1] < -CAL_TOLERANCE):
+                clearly_off.append(bins[-1]["bin"])
     # Expected calibration error, weighted by bin counts.
     ece = float(sum(bn["count"] * abs(bn["predicted"] - bn["observed"]) for bn in bins) / len(top))
     # The same for the open end grades alone (most likely grade the lowest or highest) and
@@ -160,6 +198,9 @@ def evaluate(scale: GradeScale, args: argparse.Namespace) -> dict[str, object]:
         "brier": round(brier, 4),
         "mean_top_probability": round(float(top.mean()), 4),
         "calibration_max_gap": round(max(gaps), 4) if gaps else None,
+        # Bins (>= min_bin essays) whose 90% interval, resampling batches, lies wholly beyond
+        # the tolerance: miscalibration that is not the luck of the seeds.
+        "bins_clearly_beyond_0.05": clearly_off,
         "calibration_ece": round(ece, 4),
         "calibration_bins": bins,
         "calibration_by_kind": by_kind,
@@ -192,10 +233,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     for r in results:
         print(f"\n{r['scale']}: exact {r['exact_accuracy']}, within one {r['within_one_accuracy']}, "
-              f"Brier {r['brier']}, calibration max gap {r['calibration_max_gap']} (ECE {r['calibration_ece']})")
+              f"Brier {r['brier']}, calibration max gap {r['calibration_max_gap']} "
+              f"(ECE {r['calibration_ece']}; bins clearly beyond 0.05: {r['bins_clearly_beyond_0.05'] or 'none'})")
         for bn in r["calibration_bins"]:  # type: ignore[attr-defined]
             print(f"  top p {bn['bin']}: n={bn['count']:>5} predicted {bn['predicted']:.3f} "
-                  f"observed {bn['observed']:.3f} (se {bn['se']:.3f})")
+                  f"observed {bn['observed']:.3f} (se {bn['se']:.3f}; observed - predicted, 90% by batch: "
+                  f"{bn['gap_90pct_by_batch']})")
         for kind, row in r["calibration_by_kind"].items():  # type: ignore[attr-defined]
             print(f"  {kind}: n={row['count']} predicted {row['predicted']:.3f} observed {row['observed']:.3f}")
         print(f"  P(above a cut) calibration max gap: {r['exceedance_max_gap']}")

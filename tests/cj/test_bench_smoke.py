@@ -16,6 +16,11 @@ def test_efficiency_json(capsys: pytest.CaptureFixture[str]) -> None:
     run = out["runs"][0]
     assert set(run["table"]) == {"adaptive", "random"}
     assert [row["per_essay"] for row in run["table"]["random"]] == [4.0, 6.0, 10.0]
+    assert out["configs"] == 1 and out["configs_at_or_below_7"] in (0, 1)
+    lo, hi = run["match_90pct_interval"]
+    assert 0.0 <= run["bootstrap_share_at_or_below_7"] <= 1.0
+    if run["adaptive_per_essay_to_match_random_10"] is not None and hi is not None:
+        assert lo <= hi
 
 
 def test_efficiency_outside_judge_model(capsys: pytest.CaptureFixture[str]) -> None:
@@ -32,6 +37,25 @@ def test_match_level_interpolates() -> None:
     assert cj_efficiency.match_level([4, 6], [0.5, 0.6], 0.8) == float("inf")
 
 
+def test_match_interval_is_the_seed_scatter() -> None:
+    import numpy as np
+
+    levels = [6.0, 8.0, 10.0]
+    rng = np.random.default_rng(0)
+    # Every seed alike: every resample gives the same match (7.0), so the interval is a point.
+    same_a = np.tile([0.7, 0.9, 0.95], (30, 1))
+    same_r = np.tile([0.6, 0.7, 0.8], (30, 1))
+    assert cj_efficiency.match_interval(levels, same_a, same_r, rng, draws=200) == (7.0, 7.0, 1.0)
+    # Noisy seeds: the interval brackets the point estimate and widens with the noise.
+    noise = rng.normal(0.0, 0.03, (30, 3))
+    lo, hi, share = cj_efficiency.match_interval(levels, same_a + noise, same_r, rng, draws=400)
+    point = cj_efficiency.match_level(levels, np.median(same_a + noise, axis=0), 0.8)
+    assert lo <= point <= hi and hi - lo > 0.1 and 0.0 < share < 1.0
+    # Never matched in most resamples: the upper end is inf, the share small.
+    lo, hi, share = cj_efficiency.match_interval(levels, same_a - 0.2, same_r, rng, draws=100)
+    assert hi == float("inf") and share == 0.0
+
+
 def test_refit_json(capsys: pytest.CaptureFixture[str]) -> None:
     assert refit.main(["--n", "60", "--judgements", "400", "--repeats", "2", "--json"]) == 0
     out = json.loads(capsys.readouterr().out)
@@ -43,3 +67,22 @@ def test_grading_json(capsys: pytest.CaptureFixture[str]) -> None:
     out = json.loads(capsys.readouterr().out)
     res = out["scales"][0]
     assert 0.0 <= res["within_one_accuracy"] <= 1.0 and res["brier"] >= 0.0
+    assert isinstance(res["bins_clearly_beyond_0.05"], list)
+
+
+def test_gap_intervals_resample_batches() -> None:
+    import numpy as np
+
+    rng = np.random.default_rng(1)
+    # 40 batches of 25 essays, all in one bin predicted 0.8; batches right 90% or 50% of the
+    # time: the pooled gap is -0.1, and resampling batches shows its spread.
+    batch = np.repeat(np.arange(40), 25)
+    which = np.zeros(1000, dtype=int)
+    top = np.full(1000, 0.8)
+    good = np.repeat(rng.random(40) < 0.75, 25)
+    hit = np.where(good, rng.random(1000) < 0.9, rng.random(1000) < 0.5)
+    per_bin = cj_grading.gap_intervals(batch, which, top, hit, 2, rng, draws=500)
+    pooled = hit.mean() - 0.8
+    lo, hi = per_bin[0]  # type: ignore[misc]
+    assert lo < pooled < hi and hi - lo > 0.05  # wider than the binomial 1.64 * 0.013 each side
+    assert per_bin[1] is None  # an empty bin has no interval
