@@ -49,12 +49,15 @@ def _draw_in_band(lo: float, hi: float, sd: float, rng: np.random.Generator) -> 
 def simulate_batch(
     scale: GradeScale, n_essays: int, n_anchors: int, per_essay: float, sd: float, seed: int, in_flight: int,
     cohort_sd: float = 0.0,
+    anchor_bank_se: float = 0.0,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """One anchored batch: (true category index, grade probabilities, fitted theta) per essay.
 
     With `cohort_sd` > 0 the batch's essays come from a cohort whose mean ability is drawn
     from N(0, cohort_sd^2) (classes and years differ), while the grade bands and the
-    anchors stay where the scale puts them.
+    anchors stay where the scale puts them. With `anchor_bank_se` > 0 the anchors carry
+    banked values, their true ability plus N(0, anchor_bank_se^2) (an earlier calibration),
+    used as the batch operator uses them.
     """
     rng = np.random.default_rng([seed, 10])
     cuts_true = true_bands(scale, sd)
@@ -72,6 +75,14 @@ def simulate_batch(
     n = theta.shape[0]
     true_cat = np.searchsorted(cuts_true, essay_theta, side="right")
 
+    priors: dict[str, np.ndarray] = {}
+    bank = None
+    if anchor_bank_se > 0:
+        bank = np.asarray(anchor_theta) + np.random.default_rng([seed, 14]).normal(0.0, anchor_bank_se, n_anchors)
+        mean, sd_prior = np.zeros(n), np.full(n, 2.0)
+        mean[n_essays:], sd_prior[n_essays:] = bank, anchor_bank_se
+        # As the batch operator does: the essays' prior centres on their own cohort's mean.
+        priors = {"prior_mean": mean, "prior_sd": sd_prior, "cohort": np.arange(n) < n_essays}
     pair_rng = np.random.default_rng([seed, 11])
     judge_rng = np.random.default_rng([seed, 12])
     total = int(round(per_essay * n / 2))
@@ -91,10 +102,14 @@ def simulate_batch(
         first.append(a)
         second.append(b)
         won.append(bool(judge_many(JUDGE_MODELS["logistic"], theta, np.array([a]), np.array([b]), judge_rng)[0]))
-        fit = fit_bt(n, np.asarray(first), np.asarray(second), np.asarray(won), initial=fit)
+        fit = fit_bt(n, np.asarray(first), np.asarray(second), np.asarray(won), initial=fit, **priors)
     assert fit is not None
     anchors = np.arange(n_essays, n)
-    cuts = fit_cut_points(scale, fit.theta[anchors], anchor_grades, anchor_se=fit.se[anchors], n_items=n)
+    if bank is not None:
+        cuts = fit_cut_points(scale, bank, anchor_grades, anchor_se=np.full(n_anchors, anchor_bank_se), n_items=n,
+                              fixed=np.ones(n_anchors, dtype=bool))
+    else:
+        cuts = fit_cut_points(scale, fit.theta[anchors], anchor_grades, anchor_se=fit.se[anchors], n_items=n)
     probs = grade_probabilities(cuts, fit.theta[:n_essays], fit.se[:n_essays])
     return true_cat, probs, fit.theta[:n_essays]
 
@@ -134,7 +149,8 @@ def evaluate(scale: GradeScale, args: argparse.Namespace) -> dict[str, object]:
     cats, probs = [], []
     for seed in range(args.seeds):
         c, p, _ = simulate_batch(
-            scale, args.essays, args.anchors, args.per_essay, args.sd, seed, args.in_flight, args.cohort_sd
+            scale, args.essays, args.anchors, args.per_essay, args.sd, seed, args.in_flight, args.cohort_sd,
+            args.anchor_bank_se,
         )
         cats.append(c)
         probs.append(p)
@@ -192,6 +208,7 @@ def evaluate(scale: GradeScale, args: argparse.Namespace) -> dict[str, object]:
     return {
         "scale": scale.name,
         "cohort_sd": args.cohort_sd,
+        "anchor_bank_se": args.anchor_bank_se,
         "essays_scored": len(true_cat),
         "exact_accuracy": round(float(hit.mean()), 4),
         "within_one_accuracy": round(float(np.mean(np.abs(pred - true_cat) <= 1)), 4),
@@ -222,6 +239,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--cohort-sd", type=float, default=0.0,
                     help="sd of each batch's mean ability around the scale's population (default 0: every batch "
                          "from the same population)")
+    ap.add_argument("--anchor-bank-se", type=float, default=0.0,
+                    help="anchors carry banked values (true ability + noise of this sd, from an earlier "
+                         "calibration) that fix them on the scale (default 0: anchors are measured in the batch)")
     ap.add_argument("--min-bin", type=int, default=50, help="bins with fewer essays are not held to the gap")
     ap.add_argument("--json", action="store_true", help="print one JSON object")
     args = ap.parse_args(argv)

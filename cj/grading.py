@@ -121,6 +121,7 @@ def fit_cut_points(
     anchor_se: np.ndarray | None = None,
     prior_sd: float | None = 2.0,
     n_items: int | None = None,
+    fixed: np.ndarray | Sequence[bool] | None = None,
 ) -> CutPoints:
     """Cut points between adjacent grades of `scale` from anchor essays' abilities.
 
@@ -139,6 +140,10 @@ def fit_cut_points(
         it in full (the least-squares fit would treat it as independent per anchor and
         average most of it away) and `shared_cov` records it, so projections take it out
         of theta - cut exactly once.
+    fixed : (a,) bools: anchors whose ability is a banked value from an earlier
+        calibration (pass the value and its SE), not a fit under the prior. They are not
+        de-shrunk, and with any of them the bank fixes the scale's origin, so there is no
+        common shift to carry.
 
     Returns
     -------
@@ -179,13 +184,20 @@ def fit_cut_points(
     if se.shape != theta.shape:
         raise GradingError("anchor_se must have one value per anchor")
 
+    fx = np.zeros(theta.shape, dtype=bool) if fixed is None else np.asarray(fixed, dtype=bool).reshape(-1)
+    if fx.shape != theta.shape:
+        raise GradingError("fixed must have one value per anchor")
+    if fx.any() and (anchor_se is None or not np.all(se[fx] > 0)):
+        raise GradingError("banked anchors need their values' SEs (> 0)")
+
     de_shrink = None
     if anchor_se is not None and prior_sd is not None and prior_sd > 0:
-        # Divide the prior out: the anchors' likelihood alone, on the true scale.
+        # Divide the prior out: the anchors' likelihood alone, on the true scale (banked
+        # anchors are already there).
         info = np.maximum(1.0 / np.maximum(se, 1e-9) ** 2 - 1.0 / prior_sd**2, 1e-6)
-        de_shrink = 1.0 / (np.maximum(se, 1e-9) ** 2 * info)
+        de_shrink = np.where(fx, 1.0, 1.0 / (np.maximum(se, 1e-9) ** 2 * info))
         theta = theta * de_shrink
-        se = np.sqrt(1.0 / info)
+        se = np.where(fx, se, np.sqrt(1.0 / info))
 
     centre_scores, cut_scores = grade_scores(scale)
     pos = {g: i for i, g in enumerate(scale.categories)}
@@ -227,7 +239,7 @@ def fit_cut_points(
     z = np.column_stack([np.ones_like(cut_scores), cut_scores])
     cut_var = inflate * np.maximum(np.einsum("ij,jk,ik->i", z, cov, z), 0.0)
     shared_cov = np.zeros_like(cut_scores)
-    if n_items and de_shrink is not None:
+    if n_items and de_shrink is not None and not fx.any():
         # The common shift (variance s2) of the prior moves every anchor together, each
         # de-shrunk value by its de-shrinking factor, so it moves each cut by
         # k = (weights of the cut on the anchors) . de_shrink, about 1. The fit above

@@ -181,12 +181,14 @@ def fit_bt(
     second: np.ndarray,
     first_won: np.ndarray,
     *,
-    prior_sd: float = 2.0,
+    prior_sd: float | np.ndarray = 2.0,
     delta_prior_sd: float = 1.0,
     fit_delta: bool = True,
     initial: Fit | None = None,
     tol: float = 1e-8,
     max_iter: int = 50,
+    prior_mean: np.ndarray | None = None,
+    cohort: np.ndarray | None = None,
 ) -> Fit:
     """MAP fit of the position-aware Bradley-Terry model by Newton's method.
 
@@ -198,12 +200,21 @@ def fit_bt(
     prior_sd : sd of the N(0, prior_sd^2) prior on each theta. It fixes the origin of the
         scale, keeps essays with only wins or only losses finite, and makes disconnected
         comparison graphs well posed. 2.0 suits typical CJ spreads on the logit scale.
+        An (n_items,) array gives each essay its own (e.g. a banked anchor: the SE of its
+        value from an earlier calibration).
     delta_prior_sd : sd of the N(0, .) prior on the position effect (weak: 1 logit).
     fit_delta : estimate the position effect; when False, delta is fixed at 0.
     initial : previous fit to warm-start from (its theta if it has n_items essays, or
         fewer essays, padded with 0 for new ones; and its delta).
     tol : convergence when the largest absolute Newton step is below `tol`.
     max_iter : Newton iteration cap.
+    prior_mean : (n_items,) prior means (default 0): anchors with banked scale values put
+        the batch on the bank's scale.
+    cohort : (n_items,) bools: essays whose prior is N(mu, prior_sd^2) around their
+        cohort's mean mu, fitted with them (mu itself has a weak N(0, (2 prior_sd)^2)
+        prior) instead of a prior mean. On a bank's scale a class's mean is not the bank's;
+        the others (banked anchors) then fix the origin, so at least one essay must be
+        outside the cohort.
 
     Returns
     -------
@@ -221,15 +232,42 @@ def fit_bt(
     solved by Cholesky; for 1,000 essays a factorisation takes a few milliseconds.
     """
     f, s, y = _check_data(n_items, first, second, first_won)
-    if prior_sd <= 0 or delta_prior_sd <= 0:
-        raise ValueError("prior_sd and delta_prior_sd must be > 0")
     n = n_items
+    sd = np.broadcast_to(np.asarray(prior_sd, dtype=float), (n,)) if np.ndim(prior_sd) else None
+    if (sd is None and not float(prior_sd) > 0) or (sd is not None and not np.all(sd > 0)) or not delta_prior_sd > 0:
+        raise ValueError("prior_sd and delta_prior_sd must be > 0")
+    if sd is not None and not np.all(np.isfinite(sd)):
+        raise ValueError("prior_sd must be finite")
+    mean = None
+    if prior_mean is not None:
+        mean = np.asarray(prior_mean, dtype=float).reshape(-1)
+        if mean.shape != (n,) or not np.all(np.isfinite(mean)):
+            raise ValueError(f"prior_mean must hold {n} finite values")
+        if not mean.any():
+            mean = None
+    prec: float | np.ndarray = 1.0 / float(prior_sd) ** 2 if sd is None else 1.0 / sd**2
+    pc = None  # prior precision of the cohort's essays (0 elsewhere), when its mean is free
+    pc_total = 0.0
+    if cohort is not None:
+        in_cohort = np.asarray(cohort, dtype=bool).reshape(-1)
+        if in_cohort.shape != (n,):
+            raise ValueError(f"cohort must hold {n} bools")
+        if in_cohort.any():
+            if in_cohort.all():
+                raise ValueError("a free cohort mean needs essays outside the cohort (banked anchors) to fix the scale")
+            pc = np.where(in_cohort, prec, 0.0)
+            # The profiled prior below divides by sum(pc) plus mu's own prior precision: a
+            # weak N(0, (2 prior_sd)^2) on mu keeps the fit proper before the class is linked
+            # to the bank.
+            pc_total = float(pc.sum()) * (1.0 + 0.25 / float(in_cohort.sum()))
+            if mean is not None:
+                mean = np.where(in_cohort, 0.0, mean)
     use_delta = bool(fit_delta)
     if f.shape[0] == 0 or n == 0:
         # Nothing observed: the posterior is the prior.
         return Fit(
-            theta=np.zeros(n),
-            se=np.full(n, float(prior_sd)),
+            theta=np.zeros(n) if mean is None else mean.copy(),
+            se=np.full(n, float(prior_sd)) if sd is None else sd.copy(),
             delta=0.0,
             delta_se=float(delta_prior_sd) if use_delta else 0.0,
             ssr=0.0,
@@ -241,8 +279,8 @@ def fit_bt(
     theta, delta = _start(n, initial)
     x = np.concatenate((theta, (delta,))) if use_delta else theta
     if n + (1 if use_delta else 0) <= _DENSE_MAX_DIM:
-        return _fit_dense(n, f, s, y, 1.0 / prior_sd**2, 1.0 / delta_prior_sd**2, use_delta, x, tol, max_iter)
-    problem = _Problem(n, f, s, y, 1.0 / prior_sd**2, 1.0 / delta_prior_sd**2, use_delta)
+        return _fit_dense(n, f, s, y, prec, 1.0 / delta_prior_sd**2, use_delta, x, tol, max_iter, mean, pc, pc_total)
+    problem = _Problem(n, f, s, y, prec, 1.0 / delta_prior_sd**2, use_delta, mean, pc, pc_total)
     x, iterations, converged = _newton(problem, x, tol, max_iter)
     cov_diag = _inverse_diagonal(problem.dense_hessian(x))
     theta = x[:n].copy()
@@ -260,10 +298,16 @@ class _Problem:
     """Negative log-posterior of the BT model: value, gradient, Hessian products."""
 
     def __init__(
-        self, n: int, f: np.ndarray, s: np.ndarray, y: np.ndarray, prec: float, dprec: float, use_delta: bool
+        self, n: int, f: np.ndarray, s: np.ndarray, y: np.ndarray, prec: float | np.ndarray, dprec: float,
+        use_delta: bool, mean: np.ndarray | None = None, pc: np.ndarray | None = None, pc_total: float = 0.0,
     ) -> None:
         self.n, self.f, self.s, self.y = n, f, s, y
         self.prec, self.dprec, self.use_delta = prec, dprec, use_delta
+        self.mean = np.zeros(n) if mean is None else mean
+        # A free cohort mean, profiled out: the prior precision loses pc pc' / pc_total
+        # (sum(pc) plus the precision of its own weak prior).
+        self.pc = pc
+        self.pc_sum = pc_total
         self.dim = n + (1 if use_delta else 0)
         lo, hi = np.minimum(f, s), np.maximum(f, s)
         keys, self.pair_of = np.unique(lo * n + hi, return_inverse=True)
@@ -278,7 +322,9 @@ class _Problem:
         eta = th[self.f] - th[self.s] + d
         # -log sigmoid(eta) for wins, -log sigmoid(-eta) for losses
         nll = np.logaddexp(0.0, -eta) * self.y + np.logaddexp(0.0, eta) * (1.0 - self.y)
-        return float(nll.sum() + 0.5 * self.prec * (th @ th) + 0.5 * self.dprec * d * d)
+        dev = th - self.mean
+        shared = 0.0 if self.pc is None else 0.5 * float(self.pc @ th) ** 2 / self.pc_sum
+        return float(nll.sum() + 0.5 * np.sum(self.prec * dev * dev) - shared + 0.5 * self.dprec * d * d)
 
     def gradient(self, x: np.ndarray) -> np.ndarray:
         """Gradient at x; also stores the judgement weights p(1-p) for Hessian products."""
@@ -288,10 +334,17 @@ class _Problem:
         g = p - self.y
         self.w = p * (1.0 - p)
         grad = np.empty(self.dim)
-        grad[:n] = np.bincount(f, weights=g, minlength=n) - np.bincount(s, weights=g, minlength=n) + self.prec * th
+        grad[:n] = (
+            np.bincount(f, weights=g, minlength=n) - np.bincount(s, weights=g, minlength=n)
+            + self.prec * (th - self.mean)
+        )
+        if self.pc is not None:
+            grad[:n] -= self.pc * (float(self.pc @ th) / self.pc_sum)
         self.deg = np.bincount(f, weights=self.w, minlength=n) + np.bincount(s, weights=self.w, minlength=n)
         self.diag = np.empty(self.dim)
         self.diag[:n] = self.deg + self.prec
+        if self.pc is not None:
+            self.diag[:n] -= self.pc * self.pc / self.pc_sum
         if self.use_delta:
             grad[n] = g.sum() + self.dprec * d
             self.cross = np.bincount(f, weights=self.w, minlength=n) - np.bincount(s, weights=self.w, minlength=n)
@@ -304,6 +357,9 @@ class _Problem:
         out = self.diag * v
         vt = v[:n]
         out[:n] -= np.bincount(f, weights=w * vt[s], minlength=n) + np.bincount(s, weights=w * vt[f], minlength=n)
+        if self.pc is not None:
+            out[:n] -= self.pc * (float(self.pc @ vt) / self.pc_sum)
+            out[:n] += self.pc * self.pc / self.pc_sum * vt  # diag already took it out once
         if self.use_delta:
             out[:n] += self.cross * v[n]
             out[n] += self.cross @ vt
@@ -318,6 +374,9 @@ class _Problem:
         h[self.pair_lo, self.pair_hi] = -wp
         h[self.pair_hi, self.pair_lo] = -wp
         h[np.arange(self.dim), np.arange(self.dim)] = self.diag
+        if self.pc is not None:
+            h[:n, :n] -= np.outer(self.pc, self.pc) / self.pc_sum
+            h[np.arange(n), np.arange(n)] += self.pc * self.pc / self.pc_sum  # diag took it out once
         if self.use_delta:
             h[:n, n] = self.cross
             h[n, :n] = self.cross
@@ -431,12 +490,15 @@ def _fit_dense(
     f: np.ndarray,
     s: np.ndarray,
     y: np.ndarray,
-    prec: float,
+    prec: float | np.ndarray,
     dprec: float,
     use_delta: bool,
     x: np.ndarray,
     tol: float,
     max_iter: int,
+    mean: np.ndarray | None = None,
+    pc: np.ndarray | None = None,
+    pc_total: float = 0.0,
 ) -> Fit:
     m = f.shape[0]
     dim = n + 1 if use_delta else n
@@ -453,9 +515,21 @@ def _fit_dense(
         hidx = (ends[_H_ROWS] * dim + ends[_H_COLS]).ravel()
         hsign, gsign = _H_SIGN, _G_SIGN
     gidx = ends.ravel()
-    prior = np.full(dim, prec)
+    prior = np.empty(dim)
+    prior[:n] = prec
     if use_delta:
         prior[n] = dprec
+    # Prior means (0 unless anchors carry banked values; delta's is 0).
+    centre = np.zeros(dim)
+    if mean is not None:
+        centre[:n] = mean
+    # A free cohort mean, profiled out: the prior precision loses pcf pcf' / pc_total.
+    pcf = None
+    if pc is not None:
+        pcf = np.zeros(dim)
+        pcf[:n] = pc
+        pc_sum = pc_total
+        pc_outer = np.outer(pcf, pcf).ravel() / pc_sum
     hsize = dim * dim
     diag = slice(None, None, dim + 1)
 
@@ -465,12 +539,16 @@ def _fit_dense(
             eta += x[n]
         p = _expit(eta)
         grad = np.bincount(gidx, weights=(gsign * (p - y)).ravel(), minlength=dim)
-        grad += prior * x
+        grad += prior * (x - centre)
+        if pcf is not None:
+            grad -= pcf * (float(pcf @ x) / pc_sum)
         return eta, p, grad
 
     def factor(p: np.ndarray) -> np.ndarray | None:
         h = np.bincount(hidx, weights=(hsign * (p * (1.0 - p))).ravel(), minlength=hsize)
         h[diag] += prior
+        if pcf is not None:
+            h -= pc_outer
         # symmetric: the transpose is the same matrix in Fortran order (no copy)
         c, info = _potrf(h.reshape(dim, dim).T, lower=1, clean=1, overwrite_a=1)
         return c if info == 0 else None  # None cannot happen for a positive definite H
@@ -478,6 +556,8 @@ def _fit_dense(
     def dense_h(p: np.ndarray) -> np.ndarray:
         h = np.bincount(hidx, weights=(hsign * (p * (1.0 - p))).ravel(), minlength=hsize)
         h[diag] += prior
+        if pcf is not None:
+            h -= pc_outer
         return h.reshape(dim, dim)
 
     eta, p, grad = evaluate(x)
@@ -505,9 +585,14 @@ def _fit_dense(
             # The objective may have risen (the directional derivative at the new point
             # points back): backtrack on its value, as a damped Newton does.
             ysign = 2.0 * y - 1.0
-            obj = _softplus_sum(-ysign * eta) + 0.5 * float(prior @ (x * x))
+            def prior_term(z: np.ndarray) -> float:
+                dev = z - centre
+                shared = 0.0 if pcf is None else float(pcf @ z) ** 2 / pc_sum
+                return 0.5 * (float(prior @ (dev * dev)) - shared)
+
+            obj = _softplus_sum(-ysign * eta) + prior_term(x)
             while True:
-                new_obj = _softplus_sum(-ysign * new_eta) + 0.5 * float(prior @ (new_x * new_x))
+                new_obj = _softplus_sum(-ysign * new_eta) + prior_term(new_x)
                 if new_obj <= obj + 1e-12 * max(1.0, abs(obj)) or t < 1e-4:
                     break
                 t *= 0.5

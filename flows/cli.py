@@ -84,18 +84,19 @@ def prepare_batch(args: argparse.Namespace) -> tuple[str, list, BatchSettings]:
     """Folder + anchors + options -> (batch id, batch events, settings); InputError if bad."""
     from cj.grading import GradingError
     from cj.scales import get_scale
-    from flows.folder import FolderBatch, batch_id_for, read_anchors, read_essays
+    from flows.folder import FolderBatch, batch_id_for, read_anchor_file, read_essays
     from schemas import BatchSettings
 
     essays = read_essays(args.folder)
     anchors: dict[str, str] = {}
+    anchor_values: dict[str, tuple[float, float]] = {}
     scale_name = None
     if args.anchors:
         try:
             scale = get_scale(args.scale)
         except (GradingError, KeyError) as exc:
             raise InputError(f"unknown grade scale {args.scale!r}: {exc}") from None
-        anchors = read_anchors(args.anchors, essays, scale.grades)
+        anchors, anchor_values = read_anchor_file(args.anchors, essays, scale.grades)
         scale_name = scale.name
     assignment = ""
     if args.assignment:
@@ -115,8 +116,8 @@ def prepare_batch(args: argparse.Namespace) -> tuple[str, list, BatchSettings]:
         seed=args.seed, judge_provider=args.judge, judge_model=args.model,
         **{k: v for k, v in options.items() if v is not None},
     )
-    batch_id = args.batch_id or batch_id_for(args.folder, essays, anchors, settings)
-    events = FolderBatch(batch_id, essays, anchors).events(settings, scale_name, assignment)
+    batch_id = args.batch_id or batch_id_for(args.folder, essays, anchors, settings, anchor_values)
+    events = FolderBatch(batch_id, essays, anchors, anchor_values).events(settings, scale_name, assignment)
     return batch_id, events, settings
 
 

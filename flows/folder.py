@@ -5,7 +5,8 @@ from __future__ import annotations
 import csv
 import hashlib
 import json
-from dataclasses import dataclass
+import math
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from schemas import BatchOpened, BatchSettings, EssaySubmitted
@@ -23,15 +24,22 @@ class FolderBatch:
     batch_id: str
     essays: dict[str, str]
     anchors: dict[str, str]
+    anchor_values: dict[str, tuple[float, float]] = field(default_factory=dict)  # banked (value, se)
 
     def events(self, settings: BatchSettings, scale: str | None, assignment: str) -> list:
         opened = BatchOpened.create(
             self.batch_id, len(self.essays), grade_scale=scale, assignment=assignment, settings=settings
         )
         return [opened] + [
-            EssaySubmitted.create(self.batch_id, eid, text, anchor_grade=self.anchors.get(eid))
+            EssaySubmitted.create(self.batch_id, eid, text, anchor_grade=self.anchors.get(eid), **self._banked(eid))
             for eid, text in self.essays.items()
         ]
+
+    def _banked(self, eid: str) -> dict[str, float]:
+        if eid not in self.anchor_values:
+            return {}
+        value, se = self.anchor_values[eid]
+        return {"anchor_value": value, "anchor_value_se": se}
 
 
 def read_essays(folder: Path) -> dict[str, str]:
@@ -65,6 +73,17 @@ def read_essays(folder: Path) -> dict[str, str]:
 
 def read_anchors(path: Path, essays: dict[str, str], grades: tuple[str, ...]) -> dict[str, str]:
     """`essay_id,grade` CSV (header optional); every essay and grade must be known."""
+    return read_anchor_file(path, essays, grades)[0]
+
+
+def read_anchor_file(
+    path: Path, essays: dict[str, str], grades: tuple[str, ...]
+) -> tuple[dict[str, str], dict[str, tuple[float, float]]]:
+    """`essay_id,grade[,value,se]` CSV (header optional) -> (grades, banked values).
+
+    `value,se` is an anchor's ability on the logit scale of an earlier calibration with the
+    same judge, and its SE; all anchors carry one or none do.
+    """
     try:
         lines = path.read_text(encoding="utf-8").splitlines()
     except FileNotFoundError:
@@ -72,13 +91,15 @@ def read_anchors(path: Path, essays: dict[str, str], grades: tuple[str, ...]) ->
     except (OSError, UnicodeDecodeError) as exc:
         raise InputError(f"cannot read anchors file {path}: {exc}") from None
     anchors: dict[str, str] = {}
+    values: dict[str, tuple[float, float]] = {}
     for lineno, row in enumerate(csv.reader(lines), start=1):
         if not row or not "".join(row).strip() or row[0].lstrip().startswith("#"):
             continue
-        if lineno == 1 and [c.strip().lower() for c in row[:2]] == ["essay_id", "grade"]:
+        header = [c.strip().lower() for c in row]
+        if lineno == 1 and header[:2] == ["essay_id", "grade"] and header[2:] in ([], ["value", "se"]):
             continue
         if len(row) < 2:
-            raise InputError(f"{path.name} line {lineno}: expected 'essay_id,grade'")
+            raise InputError(f"{path.name} line {lineno}: expected 'essay_id,grade' or 'essay_id,grade,value,se'")
         eid, grade = row[0].strip(), row[1].strip()
         if eid not in essays:
             raise InputError(f"{path.name} line {lineno}: anchor names unknown essay {eid!r}")
@@ -89,14 +110,42 @@ def read_anchors(path: Path, essays: dict[str, str], grades: tuple[str, ...]) ->
         if eid in anchors:
             raise InputError(f"{path.name} line {lineno}: essay {eid!r} anchored twice")
         anchors[eid] = grade
+        extra = [c.strip() for c in row[2:]]
+        if any(extra):
+            values[eid] = _banked_value(path, lineno, extra)
     if not anchors:
         raise InputError(f"anchors file {path} names no anchors")
-    return anchors
+    if values and len(values) != len(anchors):
+        missing = sorted(set(anchors) - set(values))
+        raise InputError(
+            f"{path.name}: some anchors have banked values and some not (none for {', '.join(missing)}); give all or none"
+        )
+    return anchors, values
 
 
-def batch_id_for(folder: Path, essays: dict[str, str], anchors: dict[str, str], settings: BatchSettings) -> str:
+def _banked_value(path: Path, lineno: int, extra: list[str]) -> tuple[float, float]:
+    if len(extra) != 2 or not all(extra):
+        raise InputError(f"{path.name} line {lineno}: a banked value needs both 'value,se'")
+    try:
+        value, se = float(extra[0]), float(extra[1])
+    except ValueError:
+        raise InputError(f"{path.name} line {lineno}: value and se must be numbers, got {extra[0]!r}, {extra[1]!r}") from None
+    if not math.isfinite(value):
+        raise InputError(f"{path.name} line {lineno}: value must be finite, got {extra[0]!r}")
+    if not (math.isfinite(se) and se > 0):
+        raise InputError(f"{path.name} line {lineno}: se must be a finite number > 0, got {extra[1]!r}")
+    return value, se
+
+
+def batch_id_for(
+    folder: Path, essays: dict[str, str], anchors: dict[str, str], settings: BatchSettings,
+    anchor_values: dict[str, tuple[float, float]] | None = None,
+) -> str:
     """Same folder, anchors and settings -> same batch id, so a rerun is a replay."""
     h = hashlib.sha256()
-    h.update(json.dumps([sorted(essays.items()), sorted(anchors.items()), settings.model_dump()]).encode())
+    payload: list[object] = [sorted(essays.items()), sorted(anchors.items()), settings.model_dump()]
+    if anchor_values:  # only when given, so ids of batches without banked values stay as they were
+        payload.append(sorted(anchor_values.items()))
+    h.update(json.dumps(payload).encode())
     name = "".join(c if c.isalnum() or c in "-_" else "-" for c in folder.resolve().name)[:60] or "batch"
     return f"{name}-{h.hexdigest()[:12]}"

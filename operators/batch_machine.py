@@ -40,6 +40,7 @@ SNAPSHOT_VERSION = 1
 COLLECT_TIMEOUT = timedelta(hours=1)
 TOMBSTONE_TTL = timedelta(hours=6)
 MAX_EARLY_ESSAYS = 10_000
+DEFAULT_PRIOR_SD = 2.0  # fit_bt's prior sd for essays; the grading divides it out of fitted anchors
 # Errors the judge already retried but that may pass on a fresh attempt.
 REISSUE_KINDS = frozenset(
     {
@@ -69,6 +70,8 @@ class Essay:
     essay_id: str
     text: str
     anchor_grade: str | None
+    anchor_value: float | None = None  # banked scale value of an anchor, and its SE
+    anchor_value_se: float | None = None
 
 
 @dataclass
@@ -194,7 +197,7 @@ class BatchMachine:
                 self.rejected += 1
             out: list[Outbound] = [self._dead(ev, reason)]
         else:
-            self.essays.append(Essay(ev.essay_id, ev.text, ev.anchor_grade))
+            self.essays.append(Essay(ev.essay_id, ev.text, ev.anchor_grade, ev.anchor_value, ev.anchor_value_se))
             out = [ev]
         if len(self.essays) + self.rejected >= self.opened.expected_essays:
             out += self._start(now)
@@ -382,9 +385,24 @@ class BatchMachine:
         if len(self.essays) < 2:
             return None
         if self._fit is None or self._fit_at != self.fit_n:
-            self._fit = fit_bt(len(self.essays), *self._valid_arrays(self.fit_n), initial=self._fit)
+            self._fit = fit_bt(len(self.essays), *self._valid_arrays(self.fit_n), initial=self._fit, **self._priors())
             self._fit_at = self.fit_n
         return self._fit
+
+    def _priors(self) -> dict[str, np.ndarray]:
+        """Per-essay priors when anchors carry banked values: each such anchor sits at its
+        value within its SE, which puts the batch on the bank's scale, and the other essays
+        keep the usual prior around their own cohort's mean, fitted with them (a class's
+        mean is not the bank's)."""
+        banked = np.array([e.anchor_value is not None for e in self.essays], dtype=bool)
+        if not banked.any():
+            return {}
+        mean = np.zeros(len(self.essays))
+        sd = np.full(len(self.essays), DEFAULT_PRIOR_SD)
+        for i in np.flatnonzero(banked):
+            e = self.essays[i]
+            mean[i], sd[i] = e.anchor_value, e.anchor_value_se
+        return {"prior_mean": mean, "prior_sd": sd, "cohort": ~banked}
 
     # ---- result -----------------------------------------------------------------------------
     def _finish(self, reason: str, now: datetime) -> list[Outbound]:
@@ -405,12 +423,24 @@ class BatchMachine:
             wins = np.bincount(first[won], minlength=n) + np.bincount(second[~won], minlength=n)
             projections = None
             anchors = [i for i, e in enumerate(self.essays) if e.anchor_grade]
+            banked = [i for i in anchors if self.essays[i].anchor_value is not None]
             if scale is not None and anchors:
+                # Banked anchors place the cut points by their values (anchors without one
+                # are then compared as essays); otherwise the anchors' fit places them.
                 try:
-                    cuts = fit_cut_points(
-                        scale, fit.theta[anchors], [self.essays[i].anchor_grade for i in anchors],  # type: ignore[misc]
-                        anchor_se=fit.se[anchors], n_items=n,
-                    )
+                    if banked:
+                        cuts = fit_cut_points(
+                            scale,
+                            np.array([self.essays[i].anchor_value for i in banked], dtype=float),
+                            [self.essays[i].anchor_grade for i in banked],  # type: ignore[misc]
+                            anchor_se=np.array([self.essays[i].anchor_value_se for i in banked], dtype=float),
+                            n_items=n, fixed=np.ones(len(banked), dtype=bool),
+                        )
+                    else:
+                        cuts = fit_cut_points(
+                            scale, fit.theta[anchors], [self.essays[i].anchor_grade for i in anchors],  # type: ignore[misc]
+                            anchor_se=fit.se[anchors], prior_sd=DEFAULT_PRIOR_SD, n_items=n,
+                        )
                     projections = project_grades(cuts, fit.theta, fit.se)
                     cuts_list = [float(x) for x in cuts.cuts]
                 except GradingError:
@@ -517,7 +547,9 @@ class BatchMachine:
             "batch_id": self.batch_id,
             "phase": self.phase,
             "opened": None if done or self.opened is None else self.opened.model_dump_json(),
-            "essays": [] if done else [(e.essay_id, e.text, e.anchor_grade) for e in self.essays],
+            "essays": [] if done else [
+                (e.essay_id, e.text, e.anchor_grade, e.anchor_value, e.anchor_value_se) for e in self.essays
+            ],
             "early": [e.model_dump_json() for e in self.early],
             "rejected": self.rejected,
             "comps": [] if done else [(c.first, c.second, c.attempt, c.deadline, c.state, c.first_won) for c in self.comps],

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import math
 from datetime import datetime
 from enum import StrEnum
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, model_validator
 
 from schemas.envelope import Envelope, deterministic_id
 
@@ -100,6 +101,26 @@ class EssaySubmitted(Envelope):
     essay_id: str = Field(min_length=1, max_length=200)
     text: str = Field(description="Essay text; must be non-blank.")
     anchor_grade: str | None = None
+    anchor_value: float | None = Field(
+        default=None,
+        description="Banked ability of an anchor on the logit scale of an earlier calibration with the same "
+        "judge (e.g. its score there); puts the batch on that scale. Needs anchor_grade and anchor_value_se.",
+    )
+    anchor_value_se: float | None = Field(default=None, description="Standard error of anchor_value (> 0).")
+
+    @model_validator(mode="after")
+    def _banked_value_is_complete(self) -> EssaySubmitted:
+        if self.anchor_value is None and self.anchor_value_se is None:
+            return self
+        if self.anchor_value is None or self.anchor_value_se is None:
+            raise ValueError("anchor_value and anchor_value_se go together")
+        if self.anchor_grade is None:
+            raise ValueError("anchor_value needs an anchor_grade")
+        if not math.isfinite(self.anchor_value):
+            raise ValueError("anchor_value must be finite")
+        if not (math.isfinite(self.anchor_value_se) and self.anchor_value_se > 0):
+            raise ValueError("anchor_value_se must be finite and > 0")
+        return self
 
     @classmethod
     def create(cls, batch_id: str, essay_id: str, text: str, **kw: object) -> EssaySubmitted:

@@ -147,3 +147,20 @@ def test_common_shift_counted_once() -> None:
     p_plain = grade_probabilities(plain, np.array([0.3]), np.array([0.6]))
     p_shift = grade_probabilities(shifted, np.array([0.3]), np.array([0.6]))
     assert p_shift.max() > p_plain.max()  # the shared error no longer widens the projection
+
+
+def test_banked_anchors_are_taken_as_given() -> None:
+    scale = custom_scale("abc", ["a", "b", "c"])
+    theta, se = np.array([-1.0, 0.0, 1.0]), np.full(3, 0.5)
+    banked = fit_cut_points(scale, theta, ["a", "b", "c"], anchor_se=se, n_items=20, fixed=np.ones(3, dtype=bool))
+    plain = fit_cut_points(scale, theta, ["a", "b", "c"], anchor_se=se, prior_sd=None)
+    # no de-shrinking and no common shift: the same placement as unshrunk values
+    np.testing.assert_allclose(banked.cuts, plain.cuts)
+    np.testing.assert_allclose(banked.cut_se, plain.cut_se)
+    assert not np.any(banked.shared_cov)
+    mixed = fit_cut_points(scale, theta, ["a", "b", "c"], anchor_se=se, fixed=[True, True, False])
+    assert mixed.cuts[1] > banked.cuts[1]  # only the fitted top anchor is de-shrunk upwards
+    with pytest.raises(GradingError, match="fixed"):
+        fit_cut_points(scale, theta, ["a", "b", "c"], anchor_se=se, fixed=[True, False])
+    with pytest.raises(GradingError, match="SEs"):
+        fit_cut_points(scale, theta, ["a", "b", "c"], fixed=[True, True, True])

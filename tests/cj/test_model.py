@@ -208,3 +208,74 @@ def test_fit_is_finite_and_converges_on_any_data(n: int, data: list[tuple[int, i
     assert np.all(np.isfinite(fit.theta)) and np.all(np.isfinite(fit.se)) and np.isfinite(fit.delta)
     assert np.all(fit.se <= 2.0 + 1e-9)  # the data can only add information to the prior
     assert 0.0 <= fit.ssr <= 1.0
+
+
+def _map_with_free_cohort_mean(n, pairs, won, mean, sd, cohort):
+    """Reference: the MAP with the cohort's mean as an explicit parameter (scipy, exact gradient)."""
+    from scipy.optimize import minimize
+    from scipy.special import expit
+
+    f, s, y = pairs[:, 0], pairs[:, 1], won.astype(float)
+
+    def obj(z: np.ndarray) -> tuple[float, np.ndarray]:
+        t, mu = z[:n], z[n]
+        eta = t[f] - t[s]
+        p = expit(eta)
+        centre = np.where(cohort, mu, mean)
+        value = float(np.sum(np.logaddexp(0, -eta) * y + np.logaddexp(0, eta) * (1 - y)))
+        tau2 = 4.0 / float(np.mean(1.0 / sd[cohort] ** 2))  # mu ~ N(0, (2 prior_sd)^2)
+        value += 0.5 * float(np.sum((t - centre) ** 2 / sd**2)) + 0.5 * mu * mu / tau2
+        g = np.zeros(n + 1)
+        r = p - y
+        g[:n] = np.bincount(f, r, n) - np.bincount(s, r, n) + (t - centre) / sd**2
+        g[n] = -float(np.sum(np.where(cohort, (t - mu) / sd**2, 0.0))) + mu / tau2
+        return value, g
+
+    res = minimize(obj, np.zeros(n + 1), jac=True, method="BFGS", options={"gtol": 1e-10, "maxiter": 5000})
+    return res.x
+
+
+@pytest.mark.parametrize("n", [24, 330])  # the dense path and the conjugate-gradient path
+def test_banked_anchors_and_a_free_cohort_mean(n: int, rng: np.random.Generator) -> None:
+    # A class 1.5 logits above the bank's population; 6 anchors with banked values.
+    theta = np.concatenate([rng.normal(1.5, 2.0, n - 6), np.linspace(-3, 3, 6)])
+    pairs = random_pairs(n, 8 * n, rng)
+    won = simulate(theta, pairs, rng)
+    banked = np.arange(n) >= n - 6
+    mean = np.where(banked, theta, 0.0)
+    sd = np.where(banked, 0.3, 2.0)
+    fit = _fit(n, pairs, won, prior_mean=mean, prior_sd=sd, cohort=~banked, fit_delta=False)
+    assert fit.converged
+    # the MAP with the cohort's mean as an explicit parameter, on both code paths
+    ref = _map_with_free_cohort_mean(n, pairs, won, mean, sd, ~banked)
+    np.testing.assert_allclose(fit.theta, ref[:n], atol=1e-5)
+    # equal precisions: mu is their mean, shrunk a little by its weak prior
+    assert abs(fit.theta[~banked].mean() - ref[n]) < 0.02 * abs(ref[n]) + 1e-5
+    assert np.abs(fit.theta[banked] - theta[banked]).max() < 0.6  # anchors stay near their values
+    assert np.isfinite(fit.se).all() and (fit.se[banked] < 0.3).all()
+    # with the bank's population mean as the prior mean instead, the class is pulled down
+    pulled = _fit(n, pairs, won, prior_mean=mean, prior_sd=sd, fit_delta=False)
+    assert pulled.theta[~banked].mean() < fit.theta[~banked].mean() - 0.05
+
+
+def test_per_essay_priors_default_to_the_scalar_one(rng: np.random.Generator) -> None:
+    n = 30
+    pairs = random_pairs(n, 200, rng)
+    won = simulate(rng.normal(0, 2, n), pairs, rng)
+    a, b = _fit(n, pairs, won), _fit(n, pairs, won, prior_sd=np.full(n, 2.0), prior_mean=np.zeros(n))
+    np.testing.assert_array_equal(a.theta, b.theta)
+    np.testing.assert_array_equal(a.se, b.se)
+    empty = fit_bt(3, np.array([], dtype=int), np.array([], dtype=int), np.array([], dtype=bool),
+                   prior_mean=np.array([1.0, 0.0, -1.0]), prior_sd=np.array([0.5, 2.0, 2.0]))
+    np.testing.assert_array_equal(empty.theta, [1.0, 0.0, -1.0])
+    np.testing.assert_array_equal(empty.se, [0.5, 2.0, 2.0])
+
+
+def test_bad_priors() -> None:
+    f, s, w = np.array([0, 1]), np.array([1, 2]), np.array([True, False])
+    with pytest.raises(ValueError, match="prior_mean"):
+        fit_bt(3, f, s, w, prior_mean=np.zeros(2))
+    with pytest.raises(ValueError, match="prior_sd"):
+        fit_bt(3, f, s, w, prior_sd=np.array([1.0, 0.0, 1.0]))
+    with pytest.raises(ValueError, match="outside the cohort"):
+        fit_bt(3, f, s, w, cohort=np.ones(3, dtype=bool))

@@ -126,6 +126,16 @@ def test_broken_plugin_gives_error_judgements_and_a_failed_batch(tmp_path, capsy
          ["{p}/e", "--anchors", "{p}/anc.csv"], "unknown grade 'Q'"),
         (lambda p: write_essays(p / "e", {"a.txt": "x", "b.txt": "y"}), ["{p}/e", "--anchors", "{p}/nope.csv"],
          "anchors file not found"),
+        (lambda p: (write_essays(p / "e", {"a.txt": "x", "b.txt": "y"}), (p / "anc.csv").write_text("a,A,1.5\n")),
+         ["{p}/e", "--anchors", "{p}/anc.csv"], "anc.csv line 1: a banked value needs both 'value,se'"),
+        (lambda p: (write_essays(p / "e", {"a.txt": "x", "b.txt": "y"}), (p / "anc.csv").write_text("a,A,high,0.3\n")),
+         ["{p}/e", "--anchors", "{p}/anc.csv"], "value and se must be numbers"),
+        (lambda p: (write_essays(p / "e", {"a.txt": "x", "b.txt": "y"}), (p / "anc.csv").write_text("a,A,1.5,0\n")),
+         ["{p}/e", "--anchors", "{p}/anc.csv"], "se must be a finite number > 0"),
+        (lambda p: (write_essays(p / "e", {"a.txt": "x", "b.txt": "y"}), (p / "anc.csv").write_text("a,A,nan,0.3\n")),
+         ["{p}/e", "--anchors", "{p}/anc.csv"], "value must be finite"),
+        (lambda p: (write_essays(p / "e", {"a.txt": "x", "b.txt": "y"}), (p / "anc.csv").write_text("a,A,1.5,0.3\nb,F\n")),
+         ["{p}/e", "--anchors", "{p}/anc.csv"], "some anchors have banked values and some not (none for b)"),
         (lambda p: write_essays(p / "e", {"a.txt": "x", "b.txt": "y"}), ["{p}/e", "--judge", "nosuchmod:fn"],
          "cannot import plug-in judge module 'nosuchmod'"),
         (lambda p: write_essays(p / "e", {"a.txt": "x", "b.txt": "y"}), ["{p}/e", "--judge", "bogus"], "unknown judge 'bogus'"),
@@ -151,6 +161,28 @@ def test_assess_draws_the_scale_and_report_redraws_it(tmp_path, examples, capsys
     assert main(["report", str(out / "results.json"), "--png", str(tmp_path / "again.png")]) == 0
     printed = capsys.readouterr().out
     assert "anchor A" in printed and (tmp_path / "again.png").exists()
+
+
+def test_banked_anchor_values_reach_the_batch_and_fix_the_scale(tmp_path, examples):
+    from flows.folder import read_anchor_file, read_essays
+
+    essays = read_essays(examples / "essays")
+    plain = (examples / "anchors.csv").read_text().splitlines()
+    # bank each example anchor at a value by its grade (A high ... F low), SE 0.3
+    level = {g: i - 3.5 for i, g in enumerate(["F", "E", "D", "D+", "C", "C+", "B", "A"])}
+    rows = ["essay_id,grade,value,se"] + [f"{r},{level[r.split(',')[1]]},0.3" for r in plain[1:] if r.strip()]
+    banked_csv = tmp_path / "banked.csv"
+    banked_csv.write_text("\n".join(rows) + "\n")
+    grades, values = read_anchor_file(banked_csv, essays, tuple(level))
+    assert set(values) == set(grades) and all(se == 0.3 for _, se in values.values())
+    out = tmp_path / "out"
+    assert main(["assess", str(examples / "essays"), "--anchors", str(banked_csv), "--out", str(out),
+                 "--no-progress", "--budget", "120"]) == 0
+    result = json.loads((out / "results.json").read_text())
+    scores = {e["essay_id"]: e["score"] for e in result["essays"]}
+    for eid, (value, _) in values.items():
+        assert abs(scores[eid] - value) < 0.8  # held near its banked value
+    assert all(e["projected_grade"] for e in result["essays"])
 
 
 def test_report_on_a_file_that_is_not_a_result_is_a_one_line_error(tmp_path):

@@ -232,3 +232,56 @@ def test_restore_at_any_point_gives_the_same_result_including_precision_stops():
         twin = BatchMachine.restore(pickle.loads(pickle.dumps(m.snapshot())))
         (resumed,), _ = drive(twin, list(pending))
         assert resumed == reference, cut
+
+
+def open_banked_batch(n=10, bid="bank", **settings):
+    """A batch whose anchors carry banked values: e1 E, e4 D, e7 C+, e9 A (quality = index)."""
+    banked = {1: ("E", -3.0), 4: ("D", -1.0), 7: ("C+", 1.0), 9: ("A", 3.0)}
+    m = BatchMachine(bid)
+    s = BatchSettings(**{"in_flight": 4, "budget": 150, **settings})
+    out = m.handle(BatchOpened.create(bid, n, settings=s, grade_scale="swedish_8_anchor", occurred_at=T0), T0)
+    for i in range(n):
+        grade, value = banked.get(i, (None, None))
+        extra = {"anchor_value": value, "anchor_value_se": 0.25} if grade else {}
+        out += m.handle(EssaySubmitted.create(bid, f"e{i}", f"essay {i} [q={i}]", anchor_grade=grade, **extra), T0)
+    return m, out, banked
+
+
+def test_banked_anchors_put_the_batch_on_the_bank_scale():
+    from cj.grading import fit_cut_points
+    from cj.scales import get_scale
+
+    m, out, banked = open_banked_batch()
+    r = run_to_end(m, out)[0]
+    by_id = {e.essay_id: e for e in r.essays}
+    for i, (grade, value) in banked.items():
+        assert abs(by_id[f"e{i}"].score - value) < 0.5  # held near the banked value
+    assert spearmanr([by_id[f"e{i}"].score for i in range(10)], range(10)).statistic > 0.9
+    # the cut points come from the banked values, not from the fit
+    ids = sorted(banked)
+    cuts = fit_cut_points(
+        get_scale("swedish_8_anchor"), np.array([banked[i][1] for i in ids]), [banked[i][0] for i in ids],
+        anchor_se=np.full(len(ids), 0.25), fixed=np.ones(len(ids), dtype=bool),
+    )
+    np.testing.assert_allclose(r.grade_cut_points, cuts.cuts, atol=1e-9)
+    assert all(e.projected_grade for e in r.essays)
+
+
+def test_banked_batch_snapshot_restores_identically():
+    m, out, _ = open_banked_batch(budget=40)
+    reqs = requests(out)
+    for q in reqs[:3]:
+        reqs += requests(m.handle(answer(q), T0))
+    twin = BatchMachine.restore(pickle.loads(pickle.dumps(m.snapshot())))
+    assert twin.essays == m.essays
+    a, b = run_to_end(m, reqs[3:]), run_to_end(twin, reqs[3:])
+    assert len(a) == len(b) == 1 and a[0] == b[0]
+
+
+def test_restore_reads_snapshots_from_before_banked_values():
+    m, out = open_batch(n=6, budget=20)
+    snap = m.snapshot()
+    snap["essays"] = [tuple(e[:3]) for e in snap["essays"]]  # the 3-field form of older snapshots
+    twin = BatchMachine.restore(snap)
+    assert [e.anchor_value for e in twin.essays] == [None] * 6
+    assert len(run_to_end(twin, requests(out))) == 1

@@ -63,3 +63,18 @@ def test_bad_events_are_rejected_with_a_reason():
         BatchOpened.create("b1", 1)  # a batch needs at least two essays
     with pytest.raises(ValidationError):
         Judgement.for_request(_request(), winner="C", provider="p", model="m")
+
+
+def test_banked_anchor_values_validate_and_round_trip():
+    ev = EssaySubmitted.create("b", "e1", "text", anchor_grade="A", anchor_value=2.5, anchor_value_se=0.3)
+    again = EssaySubmitted.model_validate_json(ev.model_dump_json())
+    assert (again.anchor_value, again.anchor_value_se) == (2.5, 0.3)
+    for kw, message in [
+        ({"anchor_grade": "A", "anchor_value": 2.5}, "go together"),
+        ({"anchor_grade": "A", "anchor_value_se": 0.3}, "go together"),
+        ({"anchor_value": 2.5, "anchor_value_se": 0.3}, "needs an anchor_grade"),
+        ({"anchor_grade": "A", "anchor_value": float("inf"), "anchor_value_se": 0.3}, "finite"),
+        ({"anchor_grade": "A", "anchor_value": 1.0, "anchor_value_se": 0.0}, "> 0"),
+    ]:
+        with pytest.raises(ValidationError, match=message):
+            EssaySubmitted.create("b", "e1", "text", **kw)
