@@ -113,6 +113,28 @@ def grade_scores(scale: GradeScale) -> tuple[np.ndarray, np.ndarray]:
     return idx, idx[:-1] + 0.5
 
 
+def _band_variances(scale: GradeScale, cut_scores: np.ndarray) -> np.ndarray:
+    """Variance, in score units, of where an anchor sits inside its grade's band.
+
+    With population priors the bands are slices of a standard normal, so this is the
+    variance of a truncated normal; the open end bands are tails, about twice as wide in sd
+    as a band of their neighbour's width would be. Without priors the bands are equally
+    wide (width^2 / 12), and the open end bands are given their neighbour's width.
+    """
+    k = cut_scores.shape[0] + 1
+    if scale.priors is not None and scale.below_lowest is None:
+        lo = np.concatenate([[-np.inf], cut_scores])
+        hi = np.concatenate([cut_scores, [np.inf]])
+        pdf = lambda t: np.where(np.isfinite(t), np.exp(-0.5 * np.where(np.isfinite(t), t, 0.0) ** 2), 0.0) / np.sqrt(2 * np.pi)  # noqa: E731
+        t_pdf = lambda t: np.where(np.isfinite(t), np.where(np.isfinite(t), t, 0.0), 0.0) * pdf(t)  # noqa: E731
+        mass = np.maximum(ndtr(hi) - ndtr(lo), 1e-300)
+        mean = (pdf(lo) - pdf(hi)) / mass
+        return np.maximum(1.0 + (t_pdf(lo) - t_pdf(hi)) / mass - mean**2, 1e-12)
+    widths = np.diff(cut_scores)
+    band = np.concatenate([[widths[0] if widths.size else 1.0], widths, [widths[-1] if widths.size else 1.0]])
+    return band[:k] ** 2 / 12.0
+
+
 def fit_cut_points(
     scale: GradeScale,
     anchor_theta: np.ndarray,
@@ -163,7 +185,7 @@ def fit_cut_points(
     and the grade probabilities would then be overconfident (measured in
     `bench/cj_grading.py`). Grades without anchors follow from the layout, above, below
     or between anchored ones. Each anchor's variance is its SE^2 plus the spread of a
-    position inside its band (width^2 / 12); the cut SEs come from the fit's covariance,
+    position inside its band (`_band_variances`); the cut SEs come from the fit's covariance,
     inflated when the anchors scatter clearly more than that (chi^2 / dof above
     1 + 2 sd of its null distribution).
 
@@ -203,10 +225,7 @@ def fit_cut_points(
     pos = {g: i for i, g in enumerate(scale.categories)}
     gi = np.array([pos[g] for g in grades])
     x = np.column_stack([np.ones_like(theta), centre_scores[gi]])
-    # Band width in score units, for where inside its band an anchor may sit; the open
-    # end bands get the width of their neighbour.
-    widths = np.diff(cut_scores)
-    band = np.concatenate([[widths[0] if widths.size else 1.0], widths, [widths[-1] if widths.size else 1.0]])
+    band_var = _band_variances(scale, cut_scores)
 
     def solve(weights: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         xtw = x.T * weights
@@ -218,7 +237,7 @@ def fit_cut_points(
         raise GradingError(
             f"anchors do not separate the grades of {scale.name!r}: higher grades do not score higher"
         )
-    var = se**2 + (coef[1] * band[gi]) ** 2 / 12.0
+    var = se**2 + coef[1] ** 2 * band_var[gi]
     var = np.maximum(var, 1e-6)
     coef, cov = solve(1.0 / var)
     if not coef[1] > 1e-9:

@@ -164,3 +164,21 @@ def test_banked_anchors_are_taken_as_given() -> None:
         fit_cut_points(scale, theta, ["a", "b", "c"], anchor_se=se, fixed=[True, False])
     with pytest.raises(GradingError, match="SEs"):
         fit_cut_points(scale, theta, ["a", "b", "c"], fixed=[True, True, True])
+
+
+def test_band_spread_is_the_population_inside_the_band() -> None:
+    from scipy.stats import truncnorm
+
+    from cj.grading import _band_variances
+
+    scale = get_scale("swedish_8_anchor")
+    _, bounds = grade_scores(scale)
+    edges = np.concatenate([[-np.inf], bounds, [np.inf]])
+    expected = [truncnorm(lo, hi).var() for lo, hi in zip(edges[:-1], edges[1:])]
+    np.testing.assert_allclose(_band_variances(scale, bounds), expected, rtol=1e-9)
+    # the open top band (the top 5%) is a tail: wider than its neighbour's width suggests
+    assert np.sqrt(expected[-1]) > 1.5 * (bounds[-1] - bounds[-2]) / np.sqrt(12)
+    # equal layouts: width^2 / 12 throughout
+    eng5 = get_scale("eng5_np_legacy_9_step")
+    _, eb = grade_scores(eng5)
+    np.testing.assert_allclose(_band_variances(eng5, eb), np.full(eb.shape[0] + 1, 1.0 / 12))
