@@ -113,6 +113,21 @@ def grade_scores(scale: GradeScale) -> tuple[np.ndarray, np.ndarray]:
     return idx, idx[:-1] + 0.5
 
 
+def _truncated_normal_var(lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
+    """Variance of a standard normal truncated to [lo, hi] (bounds may be infinite).
+
+    Closed form; scipy.stats.truncnorm gives the same at a thousand times the cost.
+    """
+    pdf_lo = np.exp(-0.5 * lo * lo) / np.sqrt(2.0 * np.pi)  # 0 at an infinite bound
+    pdf_hi = np.exp(-0.5 * hi * hi) / np.sqrt(2.0 * np.pi)
+    with np.errstate(invalid="ignore"):
+        t_lo = np.where(np.isfinite(lo), lo * pdf_lo, 0.0)
+        t_hi = np.where(np.isfinite(hi), hi * pdf_hi, 0.0)
+    mass = np.maximum(ndtr(hi) - ndtr(lo), 1e-300)
+    mean = (pdf_lo - pdf_hi) / mass
+    return 1.0 + (t_lo - t_hi) / mass - mean * mean
+
+
 def _band_variances(scale: GradeScale, cut_scores: np.ndarray) -> np.ndarray:
     """Variance, in score units, of where an anchor sits inside its grade's band.
 
@@ -125,11 +140,7 @@ def _band_variances(scale: GradeScale, cut_scores: np.ndarray) -> np.ndarray:
     if scale.priors is not None and scale.below_lowest is None:
         lo = np.concatenate([[-np.inf], cut_scores])
         hi = np.concatenate([cut_scores, [np.inf]])
-        pdf = lambda t: np.where(np.isfinite(t), np.exp(-0.5 * np.where(np.isfinite(t), t, 0.0) ** 2), 0.0) / np.sqrt(2 * np.pi)  # noqa: E731
-        t_pdf = lambda t: np.where(np.isfinite(t), np.where(np.isfinite(t), t, 0.0), 0.0) * pdf(t)  # noqa: E731
-        mass = np.maximum(ndtr(hi) - ndtr(lo), 1e-300)
-        mean = (pdf(lo) - pdf(hi)) / mass
-        return np.maximum(1.0 + (t_pdf(lo) - t_pdf(hi)) / mass - mean**2, 1e-12)
+        return np.maximum(_truncated_normal_var(lo, hi), 1e-12)
     widths = np.diff(cut_scores)
     band = np.concatenate([[widths[0] if widths.size else 1.0], widths, [widths[-1] if widths.size else 1.0]])
     return band[:k] ** 2 / 12.0
