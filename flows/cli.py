@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 from flows.folder import InputError
 
 if TYPE_CHECKING:
-    from schemas import BatchSettings
+    from schemas import AssessmentResult, BatchSettings
 
 # Modules adding subcommands: each has `add_commands(subparsers)`; every parser sets
 # `handler=fn(args) -> int` with set_defaults. Handlers raise InputError for bad user input.
@@ -48,6 +48,9 @@ def main(argv: list[str] | None = None) -> int:
     rep = sub.add_parser("report", help="print the ranking of a results.json and draw its scale")
     rep.add_argument("results", type=Path, help="results.json written by 'cjflow assess'")
     rep.add_argument("--png", type=Path, default=None, help="PNG to write (default: beside the results)")
+    rep.add_argument("--bank", type=Path, default=None, metavar="CSV",
+                     help="also write the anchors' scores as banked values (essay_id,grade,value,se) for "
+                          "--anchors of later batches with the same judge; best from a calibration run")
     rep.set_defaults(handler=cmd_report)
     sch = sub.add_parser("schemas", help="JSON Schemas of the events")
     sch.add_argument("action", choices=["export", "check"])
@@ -175,7 +178,22 @@ def cmd_report(args: argparse.Namespace) -> int:
     print(ranking_table(result))
     png = plot_scale(result, args.png or args.results.with_name("scale.png"))
     print(f"\nwrote {png}")
+    if args.bank:
+        write_bank(result, args.bank)
+        print(f"wrote {args.bank}")
     return 0
+
+
+def write_bank(result: AssessmentResult, path: Path) -> None:
+    """The anchors of a result as banked values: `essay_id,grade,value,se` (score and SE)."""
+    anchors = [e for e in result.essays if e.is_anchor and e.anchor_grade]
+    if not anchors:
+        raise InputError(f"no anchors in {result.batch_id}: nothing to bank")
+    rows = ["essay_id,grade,value,se"] + [f"{e.essay_id},{e.anchor_grade},{e.score:.6f},{e.se:.6f}" for e in anchors]
+    try:
+        path.write_text("\n".join(rows) + "\n", encoding="utf-8")
+    except OSError as exc:
+        raise InputError(f"cannot write {path}: {exc}") from None
 
 
 def _build_judge(name: str, model: str | None):

@@ -185,6 +185,29 @@ def test_banked_anchor_values_reach_the_batch_and_fix_the_scale(tmp_path, exampl
     assert all(e["projected_grade"] for e in result["essays"])
 
 
+def test_report_banks_the_anchors_for_a_later_batch(tmp_path, examples, capsys):
+    from flows.folder import read_anchor_file, read_essays
+
+    calib = tmp_path / "calib"
+    assert main(["assess", str(examples / "essays"), "--anchors", str(examples / "anchors.csv"), "--out", str(calib),
+                 "--no-progress", "--budget", "200"]) == 0
+    bank = tmp_path / "bank.csv"
+    assert main(["report", str(calib / "results.json"), "--png", str(tmp_path / "s.png"), "--bank", str(bank)]) == 0
+    result = json.loads((calib / "results.json").read_text())
+    anchors = {e["essay_id"]: e for e in result["essays"] if e["is_anchor"]}
+    grades, values = read_anchor_file(bank, read_essays(examples / "essays"), ("F", "E", "D", "D+", "C", "C+", "B", "A"))
+    assert grades == {k: e["anchor_grade"] for k, e in anchors.items()}
+    assert values == {k: (pytest.approx(e["score"]), pytest.approx(e["se"])) for k, e in anchors.items()}
+    # the bank is an anchors file for the next batch
+    assert main(["assess", str(examples / "essays"), "--anchors", str(bank), "--out", str(tmp_path / "next"),
+                 "--no-progress", "--budget", "80"]) == 0
+    capsys.readouterr()
+    no_anchors = tmp_path / "plain"
+    assert main(["assess", str(examples / "essays"), "--out", str(no_anchors), "--no-progress", "--budget", "20"]) == 0
+    proc = run_cli("report", str(no_anchors / "results.json"), "--png", str(tmp_path / "p.png"), "--bank", str(tmp_path / "b.csv"))
+    assert proc.returncode == 2 and "nothing to bank" in proc.stderr
+
+
 def test_report_on_a_file_that_is_not_a_result_is_a_one_line_error(tmp_path):
     bad = tmp_path / "r.json"
     bad.write_text('{"hello": 1}')
