@@ -134,7 +134,10 @@ def gap_intervals(
     pred = np.bincount(cell, weights=top, minlength=size).reshape(n_batches, n_bins)
     obs = np.bincount(cell, weights=hit.astype(float), minlength=size).reshape(n_batches, n_bins)
     idx = rng.integers(0, n_batches, size=(draws, n_batches))
-    c, pr, ob = count[idx].sum(axis=1), pred[idx].sum(axis=1), obs[idx].sum(axis=1)
+    # How often each batch is drawn in each resample: (draws, batches), then sums by matmul.
+    times = np.bincount((np.arange(draws)[:, None] * n_batches + idx).ravel(), minlength=draws * n_batches)
+    times = times.reshape(draws, n_batches).astype(float)
+    c, pr, ob = times @ count, times @ pred, times @ obs
     with np.errstate(invalid="ignore", divide="ignore"):
         gap = (ob - pr) / c  # (draws, bins); nan where a resample leaves a bin empty
     out: list[tuple[float, float] | None] = []
