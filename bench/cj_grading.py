@@ -20,13 +20,14 @@ from collections.abc import Sequence
 import numpy as np
 from scipy.special import ndtri
 
-from cj.grading import fit_cut_points, grade_probabilities
+from cj.grading import CutPoints, fit_cut_points, grade_probabilities
 from cj.model import Fit, fit_bt
 from cj.pairing import select_pairs
 from cj.scales import SCALES, GradeScale, get_scale
 from cj.simulation import JUDGE_MODELS, judge_many
 
 CAL_BINS = np.linspace(0.0, 1.0, 11)
+CUTS_FROM = ("anchors", "truth", "truth+noise")
 
 
 def true_bands(scale: GradeScale, sd: float) -> np.ndarray:
@@ -50,6 +51,7 @@ def simulate_batch(
     scale: GradeScale, n_essays: int, n_anchors: int, per_essay: float, sd: float, seed: int, in_flight: int,
     cohort_sd: float = 0.0,
     anchor_bank_se: float = 0.0,
+    cuts_from: str = "anchors",
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """One anchored batch: (true category index, grade probabilities, fitted theta) per essay.
 
@@ -58,6 +60,12 @@ def simulate_batch(
     anchors stay where the scale puts them. With `anchor_bank_se` > 0 the anchors carry
     banked values, their true ability plus N(0, anchor_bank_se^2) (an earlier calibration),
     used as the batch operator uses them.
+
+    `cuts_from` is a diagnostic: "anchors" (what cjflow does), "truth" (the true cut
+    points, no error: is the projection itself calibrated?) or "truth+noise" (the true
+    cuts moved together by one N(0, 1) draw times the SEs the anchors' fit states for them
+    relative to the essays: unbiased cut errors of exactly the stated size). Both need the
+    fitted scale's origin to be the population's: cohort sd 0, or banked anchors.
     """
     rng = np.random.default_rng([seed, 10])
     cuts_true = true_bands(scale, sd)
@@ -110,6 +118,18 @@ def simulate_batch(
                               fixed=np.ones(n_anchors, dtype=bool))
     else:
         cuts = fit_cut_points(scale, fit.theta[anchors], anchor_grades, anchor_se=fit.se[anchors], n_items=n)
+    if cuts_from != "anchors":
+        zeros = np.zeros_like(cuts_true)
+        if cuts_from == "truth":
+            cuts = CutPoints(scale=scale, cuts=cuts_true, centres=cuts.centres, cut_se=zeros, shared_cov=zeros)
+        else:
+            # The cut error relative to the essays: the fit's stated cut variance less the
+            # common shift it shares with every essay (which cancels in theta - cut).
+            shared = zeros if cuts.shared_cov is None else cuts.shared_cov
+            rel_se = np.sqrt(np.maximum(cuts.cut_se**2 - 2.0 * shared, 0.0))
+            shift = float(np.random.default_rng([seed, 15]).normal()) * rel_se
+            cuts = CutPoints(scale=scale, cuts=cuts_true + shift, centres=cuts.centres, cut_se=rel_se,
+                             shared_cov=zeros)
     probs = grade_probabilities(cuts, fit.theta[:n_essays], fit.se[:n_essays])
     return true_cat, probs, fit.theta[:n_essays]
 
@@ -153,7 +173,7 @@ def evaluate(scale: GradeScale, args: argparse.Namespace) -> dict[str, object]:
     for seed in range(args.seeds):
         c, p, _ = simulate_batch(
             scale, args.essays, args.anchors, args.per_essay, args.sd, seed, args.in_flight, args.cohort_sd,
-            args.anchor_bank_se,
+            args.anchor_bank_se, args.cuts_from,
         )
         cats.append(c)
         probs.append(p)
@@ -212,6 +232,7 @@ def evaluate(scale: GradeScale, args: argparse.Namespace) -> dict[str, object]:
         "scale": scale.name,
         "cohort_sd": args.cohort_sd,
         "anchor_bank_se": args.anchor_bank_se,
+        "cuts_from": args.cuts_from,
         "essays_scored": len(true_cat),
         "exact_accuracy": round(float(hit.mean()), 4),
         "within_one_accuracy": round(float(np.mean(np.abs(pred - true_cat) <= 1)), 4),
@@ -245,9 +266,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--anchor-bank-se", type=float, default=0.0,
                     help="anchors carry banked values (true ability + noise of this sd, from an earlier "
                          "calibration) that fix them on the scale (default 0: anchors are measured in the batch)")
+    ap.add_argument("--cuts-from", choices=CUTS_FROM, default="anchors",
+                    help="diagnostic: place the cut points from the anchors (default, what cjflow does), at the "
+                         "truth, or at the truth moved by unbiased noise of the fit's stated cut SEs")
     ap.add_argument("--min-bin", type=int, default=50, help="bins with fewer essays are not held to the gap")
     ap.add_argument("--json", action="store_true", help="print one JSON object")
     args = ap.parse_args(argv)
+    if args.cuts_from != "anchors" and args.cohort_sd > 0 and args.anchor_bank_se <= 0:
+        ap.error("--cuts-from truth needs the population's origin on the fitted scale: --cohort-sd 0 or banked anchors")
     names = list(SCALES) if args.scale == "all" else [args.scale]
     results = [evaluate(get_scale(name), args) for name in names]
     if args.json:

@@ -86,3 +86,27 @@ def test_gap_intervals_resample_batches() -> None:
     lo, hi = per_bin[0]  # type: ignore[misc]
     assert lo < pooled < hi and hi - lo > 0.05  # wider than the binomial 1.64 * 0.013 each side
     assert per_bin[1] is None  # an empty bin has no interval
+
+
+def test_grading_cuts_from_changes_only_the_cuts(capsys: pytest.CaptureFixture[str]) -> None:
+    """The diagnostic modes grade the same batches; only where the cut points sit changes."""
+    import numpy as np
+
+    from cj.scales import get_scale
+
+    scale = get_scale("swedish_8_anchor")
+    runs = {
+        mode: cj_grading.simulate_batch(scale, 24, 8, 10.0, 2.0, 3, 8, cuts_from=mode)
+        for mode in cj_grading.CUTS_FROM
+    }
+    (cat0, probs0, theta0) = runs["anchors"]
+    for mode, (cat, probs, theta) in runs.items():
+        np.testing.assert_array_equal(cat, cat0)
+        np.testing.assert_array_equal(theta, theta0)
+        np.testing.assert_allclose(probs.sum(axis=1), 1.0)
+        if mode != "anchors":
+            assert np.abs(probs - probs0).max() > 0.01
+    assert cj_grading.main(["--seeds", "2", "--scale", "swedish_8_anchor", "--cuts-from", "truth", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["scales"][0]["cuts_from"] == "truth"
+    with pytest.raises(SystemExit):
+        cj_grading.main(["--seeds", "2", "--cuts-from", "truth", "--cohort-sd", "1"])
