@@ -43,7 +43,8 @@ class AssessLogic(StatefulLogic[Inbound, Outbound, dict]):
         now = utc_now()
         if self.machine.expired(now):
             return [], StatefulLogic.DISCARD
-        return self._observe(self.machine.on_timer(now)), StatefulLogic.RETAIN
+        out = self._observe(self.machine.on_timer(now))
+        return out, self._discard()  # essays of a never-opened batch were dead-lettered: drop it
 
     def on_eof(self) -> tuple[Iterable[Outbound], bool]:
         return [], self._discard()

@@ -37,7 +37,7 @@ from schemas import (
 from schemas.events import MAX_ESSAY_CHARS, GradeScaleSpec
 
 SNAPSHOT_VERSION = 1
-COLLECT_TIMEOUT = timedelta(hours=1)
+COLLECT_TIMEOUT = timedelta(hours=1)  # also how long essays wait for a batch.opened that never comes
 TOMBSTONE_TTL = timedelta(hours=6)
 MAX_EARLY_ESSAYS = 10_000
 DEFAULT_PRIOR_SD = 2.0  # fit_bt's prior sd for essays; the grading divides it out of fitted anchors
@@ -104,6 +104,8 @@ class BatchMachine:
         self.opened_at: datetime | None = None
         self.essays: list[Essay] = []
         self.early: list[EssaySubmitted] = []  # essays that arrived before their batch
+        self.early_since: datetime | None = None  # when the first of them arrived
+        self.last_error: str | None = None  # latest judge error, 'kind: detail'
         self.rejected = 0
         self.comps: list[Comparison] = []
         self.errors_by_kind: Counter[str] = Counter()
@@ -135,17 +137,24 @@ class BatchMachine:
         return self._on_essay(event, now)
 
     def on_timer(self, now: datetime) -> list[Outbound]:
-        """Expire stuck comparisons and a batch whose essays never all arrived."""
+        """Expire stuck comparisons, a batch whose essays never all arrived, and essays
+        whose batch was never opened (dead-lettered, so they are not held forever)."""
         if self.phase == "comparing":
             out: list[Outbound] = []
             ts = now.timestamp()
             for seq, c in enumerate(self.comps):
                 if c.state == FLIGHT and c.deadline <= ts:
                     self.errors_by_kind[ErrorKind.DEADLINE.value] += 1
+                    self.last_error = f"{ErrorKind.DEADLINE.value}: no judgement before the attempt's deadline"
                     out += self._retry_or_fail(seq, c, ErrorKind.DEADLINE, now)
             return out + self._advance(now)
         if self.phase == "collecting" and self.opened_at and now - self.opened_at >= COLLECT_TIMEOUT:
             return self._start(now)
+        if self.opened is None and self.early_since and now - self.early_since >= COLLECT_TIMEOUT:
+            early, self.early, self.early_since = self.early, [], None
+            wait = int(COLLECT_TIMEOUT.total_seconds())
+            return [self._dead(e, f"batch never opened: no batch.opened within {wait} s of its first essay")
+                    for e in early]
         return []
 
     def next_timer(self) -> datetime | None:
@@ -154,6 +163,8 @@ class BatchMachine:
             return datetime.fromtimestamp(min(pending), UTC) if pending else None
         if self.phase == "collecting" and self.opened_at:
             return self.opened_at + COLLECT_TIMEOUT
+        if self.opened is None and self.early_since:
+            return self.early_since + COLLECT_TIMEOUT
         if self.phase == "done" and self.done_at:
             return self.done_at + TOMBSTONE_TTL
         return None
@@ -176,7 +187,7 @@ class BatchMachine:
             return [self._dead(ev, f"invalid grade scale: {exc}")]
         self.opened, self.opened_at = ev, ev.occurred_at
         out: list[Outbound] = [ev]
-        early, self.early = self.early, []
+        early, self.early, self.early_since = self.early, [], None
         for essay in early:
             out += self._on_essay(essay, now)
         return out
@@ -188,6 +199,7 @@ class BatchMachine:
             if len(self.early) >= MAX_EARLY_ESSAYS:
                 return [self._dead(ev, "too many essays before the batch was opened")]
             self.early.append(ev)
+            self.early_since = self.early_since or now
             return []
         if self.phase != "collecting":
             return [self._dead(ev, "essay after the batch started comparing")]
@@ -243,6 +255,7 @@ class BatchMachine:
         else:
             kind = j.error_kind or ErrorKind.JUDGE_ERROR
             self.errors_by_kind[kind.value] += 1
+            self.last_error = f"{kind.value}: {j.error_detail or 'no detail'}"[:600]
             out += self._retry_or_fail(seq, c, kind, now)
         return out + self._advance(now)
 
@@ -295,7 +308,7 @@ class BatchMachine:
                 out.append(self._request(seq, c, now))
                 in_flight += 1
         self._in_flight = in_flight
-        if n_error >= s.budget:
+        if n_error >= self._error_cap(n):
             return out + self._finish("too_many_errors", now)
         valid_per_essay = self._valid_per_essay()
         reason = stop_reason(self._rule(), n, valid_per_essay, n_valid, self._current_fit(), pairs_left)
@@ -306,6 +319,18 @@ class BatchMachine:
         if reason is not None:
             return out + self._finish(str(reason), now)
         return out
+
+    def _error_cap(self, n: int) -> int:
+        """Comparisons that may fail for good (after every retry) before the batch gives up.
+
+        As many as the batch would ever need to succeed (its completion target, at least two
+        windows in flight), within the budget: a judge that fails everything costs a small
+        batch tens of calls, not the whole budget times the attempts.
+        """
+        assert self.opened is not None
+        s = self.opened.settings
+        target = completion_target(n, self._rule()) if n >= 2 else 0
+        return max(1, min(s.budget, max(target, 2 * s.in_flight)))
 
     def _request(self, seq: int, c: Comparison, now: datetime) -> ComparisonRequested:
         assert self.opened is not None
@@ -417,6 +442,7 @@ class BatchMachine:
         n_err = self._n_error
         essays: list[EssayResult] = []
         cuts_list: list[float] | None = None
+        grading_error: str | None = None
         scale = self._scale(self.opened)
         if fit is not None and n:
             counts = np.bincount(first, minlength=n) + np.bincount(second, minlength=n)
@@ -443,8 +469,10 @@ class BatchMachine:
                         )
                     projections = project_grades(cuts, fit.theta, fit.se)
                     cuts_list = [float(x) for x in cuts.cuts]
-                except GradingError:
-                    projections = None
+                except GradingError as exc:
+                    projections, grading_error = None, str(exc)[:600]
+            elif scale is not None:
+                grading_error = "no anchor essays in the batch: grades need anchors of at least 2 grades"
             order = np.argsort(-fit.theta, kind="stable")
             rank = np.empty(n, dtype=int)
             rank[order] = np.arange(1, n + 1)
@@ -491,6 +519,8 @@ class BatchMachine:
             comparisons_valid=n_valid,
             comparisons_errored=n_err,
             errors_by_kind=dict(sorted(self.errors_by_kind.items())),
+            last_error=self.last_error,
+            grading_error=grading_error,
             completion_target=completion_target(n, self._rule()) if n >= 2 else 0,
             duration_s=round(duration, 6),
             cost_usd=cost,
@@ -551,6 +581,8 @@ class BatchMachine:
                 (e.essay_id, e.text, e.anchor_grade, e.anchor_value, e.anchor_value_se) for e in self.essays
             ],
             "early": [e.model_dump_json() for e in self.early],
+            "early_since": self.early_since.isoformat() if self.early_since else None,
+            "last_error": self.last_error,
             "rejected": self.rejected,
             "comps": [] if done else [(c.first, c.second, c.attempt, c.deadline, c.state, c.first_won) for c in self.comps],
             "order": [] if done else self.valid_order,
@@ -575,6 +607,12 @@ class BatchMachine:
             m.opened_at = m.opened.occurred_at
         m.essays = [Essay(*e) for e in snap["essays"]]
         m.early = [EssaySubmitted.model_validate_json(e) for e in snap["early"]]
+        since = snap.get("early_since")  # absent in snapshots before it was kept
+        if since:
+            m.early_since = datetime.fromisoformat(since)
+        elif m.early:
+            m.early_since = max(e.occurred_at for e in m.early)
+        m.last_error = snap.get("last_error")
         m.rejected = snap["rejected"]
         m.comps = [Comparison(*c) for c in snap["comps"]]
         for seq in snap["order"]:

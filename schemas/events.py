@@ -248,6 +248,14 @@ class AssessmentResult(Envelope):
     comparisons_valid: int
     comparisons_errored: int
     errors_by_kind: dict[str, int] = {}
+    last_error: str | None = Field(
+        default=None, max_length=600,
+        description="The latest judge error of the batch ('kind: detail'), so a failing judge says why.",
+    )
+    grading_error: str | None = Field(
+        default=None, max_length=600,
+        description="Why grades were not projected although the batch has a grade scale (e.g. too few anchors).",
+    )
     completion_target: int = Field(description="min(budget, repeats x n(n-1)/2)")
     duration_s: float = Field(ge=0)
     cost_usd: float = 0.0

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import pickle
 from datetime import UTC, datetime, timedelta
 
@@ -285,3 +286,65 @@ def test_restore_reads_snapshots_from_before_banked_values():
     twin = BatchMachine.restore(snap)
     assert [e.anchor_value for e in twin.essays] == [None] * 6
     assert len(run_to_end(twin, requests(out))) == 1
+
+
+def test_a_judge_that_always_fails_stops_after_the_completion_target_and_says_why():
+    m, out = open_batch(n=5, budget=350, in_flight=4, max_attempts=3)
+    pending, results, calls = requests(out), [], 0
+    while pending:
+        req = pending.pop(0)
+        calls += 1
+        new = m.handle(answer(req, winner="error", error_kind=ErrorKind.JUDGE_ERROR,
+                              error_detail="RuntimeError: nope"), T0)
+        pending += requests(new)
+        results += [e for e in new if isinstance(e, AssessmentResult)]
+    assert len(results) == 1
+    r = results[0]
+    assert r.stop_reason == "too_many_errors" and r.status.value == "failed"
+    # 5 essays: completion target 2 x 10 pairs, so 20 comparisons fail for good, each after
+    # 3 attempts (plus what was in flight when it stopped), not 350 x 3 calls.
+    assert r.comparisons_errored == r.completion_target == 20
+    assert 3 * 20 <= calls <= 3 * (20 + 4)
+    assert r.last_error == "judge_error: RuntimeError: nope"
+
+
+def test_last_error_is_kept_across_a_snapshot():
+    m, out = open_batch(n=4, in_flight=1)
+    m.handle(answer(requests(out)[0], winner="error", error_kind=ErrorKind.AUTH, error_detail="bad key"), T0)
+    m2 = BatchMachine.restore(pickle.loads(pickle.dumps(m.snapshot())))
+    assert m2.last_error == m.last_error == "auth: bad key"
+
+
+def test_essays_of_a_batch_never_opened_are_dead_lettered_after_the_collect_timeout():
+    m = BatchMachine("lost")
+    assert m.handle(EssaySubmitted.create("lost", "a", "text a", occurred_at=T0), T0) == []
+    later = T0 + timedelta(minutes=5)
+    m.handle(EssaySubmitted.create("lost", "b", "text b", occurred_at=later), later)
+    assert m.next_timer() == T0 + timedelta(hours=1)  # from the first essay's arrival
+    # survives a restart while waiting
+    m = BatchMachine.restore(pickle.loads(pickle.dumps(m.snapshot())))
+    assert m.on_timer(T0 + timedelta(minutes=59)) == []
+    out = m.on_timer(T0 + timedelta(hours=1))
+    assert [d.reason.startswith("batch never opened") for d in out] == [True, True]
+    assert {EssaySubmitted.model_validate_json(base64.b64decode(d.original)).essay_id for d in out} == {"a", "b"}
+    assert m.is_unknown and m.next_timer() is None  # the operator drops the state
+
+
+def test_early_essays_are_kept_when_their_batch_opens_in_time():
+    m = BatchMachine("b3")
+    m.handle(EssaySubmitted.create("b3", "a", "text a", occurred_at=T0), T0)
+    at = T0 + timedelta(minutes=30)
+    m.handle(BatchOpened.create("b3", 2, occurred_at=at), at)
+    assert m.early == [] and m.early_since is None and [e.essay_id for e in m.essays] == ["a"]
+
+
+def test_grades_not_projected_say_why():
+    m, out = open_batch(n=6, budget=40, anchors={2: "C"})  # one anchor cannot place a scale
+    r = run_to_end(m, out)[0]
+    assert all(e.projected_grade is None for e in r.essays)
+    assert r.grading_error and "anchor" in r.grading_error
+    m, out = open_batch(n=6, budget=40)  # a scale but no anchors
+    r = run_to_end(m, out)[0]
+    assert r.grading_error.startswith("no anchor essays")
+    m, out = open_batch(n=6, budget=40, anchors={1: "E", 4: "B"})
+    assert run_to_end(m, out)[0].grading_error is None
