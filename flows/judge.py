@@ -5,7 +5,10 @@
 
 from __future__ import annotations
 
+import logging
 import threading
+import time
+from collections.abc import Callable
 
 import bytewax.operators as op
 from bytewax.dataflow import Dataflow
@@ -15,25 +18,47 @@ from flows import kafka_io
 from flows.settings import Settings, load_settings
 from judges.base import Judge
 from judges.registry import build_judge
-from operators.judge_call import judge_comparisons
+from operators.judge_call import JudgeBuildError, judge_comparisons, judge_spec
 from schemas import ComparisonRequested, DeadLetter
 
 REQUEST = TypeAdapter(ComparisonRequested)
+log = logging.getLogger("cjflow")
 
 
 class JudgePool:
-    """One judge per (provider, model) per process, built on first use."""
+    """One judge per (provider, model) per process, built on first use.
 
-    def __init__(self) -> None:
+    A judge that cannot be built (unknown name, plug-in module that does not import,
+    provider without its API key) raises `JudgeBuildError`; the judge operator turns that
+    into an `error` judgement for the request. The failure is remembered for `retry_s`
+    seconds, so a stream of requests for a broken judge does not rebuild it for each one;
+    after that the next request tries again."""
+
+    def __init__(self, retry_s: float = 30.0, clock: Callable[[], float] = time.monotonic) -> None:
         self._judges: dict[tuple[str, str | None], Judge] = {}
+        self._failed: dict[tuple[str, str | None], tuple[float, str]] = {}
+        self._retry_s = retry_s
+        self._clock = clock
         self._lock = threading.Lock()
 
     def __call__(self, request: ComparisonRequested) -> Judge:
         key = (request.judge_provider, request.judge_model)
         with self._lock:
             judge = self._judges.get(key)
-            if judge is None:
-                judge = self._judges[key] = build_judge(*key)
+            if judge is not None:
+                return judge
+            failed = self._failed.get(key)
+            if failed is not None and self._clock() < failed[0]:
+                raise JudgeBuildError(failed[1])
+            try:
+                judge = build_judge(*key)
+            except Exception as exc:  # noqa: BLE001 - any build failure is the request's error, not the flow's
+                cause = f"{type(exc).__name__}: {exc}"
+                self._failed[key] = (self._clock() + self._retry_s, cause)
+                log.warning("cannot build judge %s: %s", judge_spec(request), cause)
+                raise JudgeBuildError(cause) from None
+            self._failed.pop(key, None)
+            self._judges[key] = judge
             return judge
 
 

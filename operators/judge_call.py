@@ -28,6 +28,33 @@ SWEEP = timedelta(seconds=1)
 JudgeFor = Callable[[ComparisonRequested], Judge]
 
 
+class JudgeBuildError(Exception):
+    """The judge a request names cannot be built; the message is the cause."""
+
+
+class _Unbuilt:
+    """Stands in for a judge that could not be built, to label its error judgements."""
+
+    def __init__(self, request: ComparisonRequested):
+        self.provider = request.judge_provider
+        self.model = request.judge_model or "unknown"
+
+
+def judge_spec(request: ComparisonRequested) -> str:
+    """The judge a request names, as written: `provider` or `provider` with its model."""
+    model = f" (model {request.judge_model!r})" if request.judge_model else ""
+    return f"{request.judge_provider!r}{model}"
+
+
+def build_failed(request: ComparisonRequested, exc: Exception) -> Judgement:
+    """The `error` judgement for a request whose judge cannot be built (a configuration
+    error: unknown judge, plug-in that does not import, provider without its API key)."""
+    cause = str(exc) if isinstance(exc, JudgeBuildError) else f"{type(exc).__name__}: {exc}"
+    return error_judgement(
+        request, _Unbuilt(request), ErrorKind.JUDGE_ERROR, f"cannot build judge {judge_spec(request)}: {cause}"
+    )
+
+
 async def call_judge(judge: Judge, request: ComparisonRequested) -> Judgement:
     """Never raises: a judge's unexpected exception becomes an `error` judgement."""
     try:
@@ -65,7 +92,16 @@ class JudgeCallLogic(StatefulLogic[ComparisonRequested, Judgement, list[str]]):
         if request.event_id in self._pending:
             return  # the same attempt is already being judged
         self._pending[request.event_id] = request
-        judge = self._judge_for(request)
+        try:
+            judge = self._judge_for(request)
+        except Exception as exc:  # noqa: BLE001 - a judge that cannot be built must not take the flow down
+            # Answered at once, through the same queue as finished calls (so it is in the
+            # snapshot until emitted): the request is not lost and the flow keeps running.
+            answered: Future[Judgement] = Future()
+            answered.set_result(build_failed(request, exc))
+            self._futures[request.event_id] = answered
+            self._done.put((request, answered))
+            return
         gauge = LLM_IN_FLIGHT.labels(judge.provider, judge.model)
         gauge.inc()
 
