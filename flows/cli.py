@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import csv
 import importlib
 import sys
 import time
@@ -12,6 +13,9 @@ from typing import TYPE_CHECKING
 from flows.folder import InputError
 
 if TYPE_CHECKING:
+    from pydantic import ValidationError
+
+    from flows.embedded import StoredBatch
     from schemas import AssessmentResult, BatchSettings
 
 # Modules adding subcommands: each has `add_commands(subparsers)`; every parser sets
@@ -83,13 +87,33 @@ def cmd_schemas(args: argparse.Namespace) -> int:
     return 0
 
 
+#: BatchSettings fields set from `assess` options, for error messages
+_OPTION_OF_SETTING = {
+    "budget": "--budget", "in_flight": "--in-flight", "max_mean_se": "--max-se", "pairing": "--pairing",
+    "seed": "--seed", "judge_provider": "--judge", "judge_model": "--model",
+}
+
+
+def _first_error(exc: ValidationError, options: dict[str, str] | None = None) -> str:
+    """A pydantic error as one line: 'where: what' (the option name when there is one)."""
+    err = exc.errors()[0]
+    loc = [str(x) for x in err.get("loc", ())]
+    where = (options or {}).get(loc[0], ".".join(loc)) if loc else ""
+    given = f" (got {err['input']!r})" if options and loc and loc[0] in options and "input" in err else ""
+    return f"{where}: {err['msg']}{given}" if where else str(err["msg"])
+
+
 def prepare_batch(args: argparse.Namespace) -> tuple[str, list, BatchSettings]:
     """Folder + anchors + options -> (batch id, batch events, settings); InputError if bad."""
+    from pydantic import ValidationError
+
     from cj.grading import GradingError
     from cj.scales import get_scale
-    from flows.folder import FolderBatch, batch_id_for, read_anchor_file, read_essays
+    from flows.folder import MAX_BATCH_ID_CHARS, FolderBatch, batch_id_for, read_anchor_file, read_essays
     from schemas import BatchSettings
 
+    if args.batch_id and len(args.batch_id) > MAX_BATCH_ID_CHARS:
+        raise InputError(f"--batch-id may have at most {MAX_BATCH_ID_CHARS} characters, got {len(args.batch_id)}")
     essays = read_essays(args.folder)
     anchors: dict[str, str] = {}
     anchor_values: dict[str, tuple[float, float]] = {}
@@ -99,7 +123,7 @@ def prepare_batch(args: argparse.Namespace) -> tuple[str, list, BatchSettings]:
             scale = get_scale(args.scale)
         except (GradingError, KeyError) as exc:
             raise InputError(f"unknown grade scale {args.scale!r}: {exc}") from None
-        anchors, anchor_values = read_anchor_file(args.anchors, essays, scale.grades)
+        anchors, anchor_values = read_anchor_file(args.anchors, essays, scale)
         scale_name = scale.name
     assignment = ""
     if args.assignment:
@@ -109,34 +133,106 @@ def prepare_batch(args: argparse.Namespace) -> tuple[str, list, BatchSettings]:
             raise InputError(f"cannot read assignment {args.assignment}: {exc}") from None
     if args.budget is not None and args.budget < 1:
         raise InputError("--budget must be at least 1")
-    options = dict(
-        budget=args.budget,
-        in_flight=getattr(args, "in_flight", None),
-        max_mean_se=getattr(args, "max_se", None),
-        pairing=getattr(args, "pairing", None),
+    options = {
+        "budget": args.budget,
+        "in_flight": getattr(args, "in_flight", None),
+        "max_mean_se": getattr(args, "max_se", None),
+        "pairing": getattr(args, "pairing", None),
+    }
+    try:
+        settings = BatchSettings(
+            seed=args.seed, judge_provider=args.judge, judge_model=args.model,
+            **{k: v for k, v in options.items() if v is not None},
+        )
+    except ValidationError as exc:
+        raise InputError(f"invalid option {_first_error(exc, _OPTION_OF_SETTING)}") from None
+    batch_id = args.batch_id or batch_id_for(
+        args.folder, essays, anchors, settings, anchor_values, scale=scale_name, assignment=assignment
     )
-    settings = BatchSettings(
-        seed=args.seed, judge_provider=args.judge, judge_model=args.model,
-        **{k: v for k, v in options.items() if v is not None},
-    )
-    batch_id = args.batch_id or batch_id_for(args.folder, essays, anchors, settings, anchor_values)
-    events = FolderBatch(batch_id, essays, anchors, anchor_values).events(settings, scale_name, assignment)
+    try:
+        events = FolderBatch(batch_id, essays, anchors, anchor_values).events(settings, scale_name, assignment)
+    except ValidationError as exc:  # a limit of the event schema not checked above (e.g. assignment length)
+        raise InputError(f"invalid batch: {_first_error(exc)}") from None
     return batch_id, events, settings
+
+
+def _stored_batch(db_url: str, batch_id: str) -> StoredBatch | None:
+    """The batch as the database holds it (None if it holds none); InputError if the
+    database cannot be used: unreachable, or a server database without cjflow's schema."""
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from flows.embedded import read_stored_batch, schema_problem
+    from sinks.credentials import DatabaseConfigError
+    from sinks.errors import classify
+    from sinks.sql import make_engine
+
+    try:
+        url = make_url(db_url)
+    except Exception as exc:  # noqa: BLE001 - sqlalchemy raises ArgumentError and others
+        raise InputError(f"invalid --db URL: {exc}") from None
+    shown = url.render_as_string(hide_password=True)
+    sqlite = url.get_backend_name() == "sqlite"
+    if sqlite and (not url.database or not Path(url.database).exists()):
+        return None  # a new SQLite file: the run creates it and its tables
+    try:
+        engine = make_engine(db_url)
+    except (DatabaseConfigError, ValueError, SQLAlchemyError, ImportError) as exc:
+        raise InputError(f"cannot use database {shown}: {exc}") from None
+    try:
+        problem = schema_problem(engine)
+        if problem is not None:
+            if sqlite:
+                return None  # embedded SQLite: the run creates the tables
+            raise InputError(
+                f"database {shown} {problem}: run 'cjflow db upgrade' on it first (--url or $CJFLOW_DATABASE_URL)"
+            )
+        return read_stored_batch(engine, batch_id)
+    except SQLAlchemyError as exc:
+        c = classify(exc, engine.dialect.name)
+        raise InputError(f"cannot use database {shown}: {c.kind}: {c.message.splitlines()[0]}") from None
+    finally:
+        engine.dispose()
+
+
+def _replay(stored: StoredBatch, batch_id: str, events: list) -> AssessmentResult:
+    """The stored result of this very batch, or InputError when it cannot be replayed."""
+    from sinks.rows import event_rows
+
+    anew = "to assess it anew pass a new --batch-id or another --db"
+    ((_t, batch_row),) = event_rows(events[0])  # the rows this run would store
+    essay_rows = {row["essay_id"]: row for ev in events[1:] for _t, row in event_rows(ev)}
+    if not stored.same_inputs(batch_row, essay_rows):
+        raise InputError(f"batch {batch_id} already exists in the database with other essays or settings; {anew}")
+    if stored.result is None:
+        why = stored.result_error or "it has no stored result"
+        raise InputError(f"batch {batch_id} already exists in the database but {why}; {anew}")
+    return stored.result
 
 
 def cmd_assess(args: argparse.Namespace) -> int:
     from cj.stopping import StopRule, completion_target
     from flows.embedded import run_embedded
-    from flows.output import ranking_table, write_results
+    from flows.output import ranking_table
 
     batch_id, events, settings = prepare_batch(args)
+    db_url = args.db or f"sqlite:///{(args.out / 'cjflow.sqlite3').resolve()}"
+    stored = _stored_batch(db_url, batch_id)
+    if stored is not None:
+        # A replay: the database keeps the first run's rows (their ids follow from the batch
+        # id), so the output files show that run too, and the judge is not called again.
+        result = _replay(stored, batch_id, events)
+        written = _write_outputs(result, args)
+        print(ranking_table(result))
+        print(f"\nbatch {batch_id}: already assessed, replayed the stored result without judging"
+              f" (for a new assessment pass a new --batch-id or another --db); wrote {', '.join(map(str, written))}")
+        return 0 if result.status.value != "failed" else 1
     judge = _build_judge(args.judge, args.model)
     if args.metrics_port:
         from prometheus_client import start_http_server
 
         start_http_server(args.metrics_port, addr="127.0.0.1")
     args.out.mkdir(parents=True, exist_ok=True)
-    db_url = args.db or f"sqlite:///{(args.out / 'cjflow.sqlite3').resolve()}"
     target = completion_target(
         len(events) - 1,
         StopRule(budget=settings.budget, max_mean_se=settings.max_mean_se, min_ssr=settings.min_ssr,
@@ -151,14 +247,21 @@ def cmd_assess(args: argparse.Namespace) -> int:
         reasons = "; ".join(d.reason for d in collector.dead_letters) or "no result"
         raise InputError(f"batch {batch_id} did not finish: {reasons}")
     elapsed = time.perf_counter() - started
+    written = _write_outputs(result, args)
+    print(ranking_table(result))
+    print(f"\nbatch {batch_id}: {elapsed:.2f} s; wrote {', '.join(map(str, written))}, {db_url}")
+    return 0 if result.status.value != "failed" else 1
+
+
+def _write_outputs(result: AssessmentResult, args: argparse.Namespace) -> list[Path]:
+    from flows.output import write_results
+
     written = [*write_results(result, args.out)]
     if not args.no_png and result.essays:
         from flows.report import plot_scale
 
         written.append(plot_scale(result, args.out / "scale.png"))
-    print(ranking_table(result))
-    print(f"\nbatch {batch_id}: {elapsed:.2f} s; wrote {', '.join(map(str, written))}, {db_url}")
-    return 0 if result.status.value != "failed" else 1
+    return written
 
 
 def cmd_report(args: argparse.Namespace) -> int:
@@ -189,9 +292,11 @@ def write_bank(result: AssessmentResult, path: Path) -> None:
     anchors = [e for e in result.essays if e.is_anchor and e.anchor_grade]
     if not anchors:
         raise InputError(f"no anchors in {result.batch_id}: nothing to bank")
-    rows = ["essay_id,grade,value,se"] + [f"{e.essay_id},{e.anchor_grade},{e.score:.6f},{e.se:.6f}" for e in anchors]
     try:
-        path.write_text("\n".join(rows) + "\n", encoding="utf-8")
+        with path.open("w", encoding="utf-8", newline="") as fh:  # csv quotes ids with commas or quotes
+            w = csv.writer(fh, lineterminator="\n")
+            w.writerow(["essay_id", "grade", "value", "se"])
+            w.writerows([e.essay_id, e.anchor_grade, f"{e.score:.6f}", f"{e.se:.6f}"] for e in anchors)
     except OSError as exc:
         raise InputError(f"cannot write {path}: {exc}") from None
 

@@ -6,13 +6,17 @@ from __future__ import annotations
 import threading
 from collections import deque
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
 import bytewax.operators as op
 from bytewax.dataflow import Dataflow
 from bytewax.inputs import DynamicSource, StatelessSourcePartition
 from bytewax.outputs import DynamicSink, StatelessSinkPartition
 from bytewax.testing import run_main
+from pydantic import ValidationError
+from sqlalchemy import Engine, inspect, select
 
 from judges.base import Judge
 from operators.assess import assess_batches
@@ -162,3 +166,76 @@ def run_embedded(
     collector = Collector(bus, on_judgement)
     run_main(build_embedded_flow(bus, lambda _r: judge, collector, db_url))
     return collector
+
+
+# --- reading a batch back (replays) --------------------------------------------------------------
+#: the columns of a batch's stored rows that hold its inputs (the rest are ids and times)
+_BATCH_INPUTS = ("expected_essays", "grade_scale", "assignment", "judge_provider", "judge_model", "settings")
+_ESSAY_INPUTS = ("text", "anchor_grade")
+
+
+@dataclass(frozen=True)
+class StoredBatch:
+    """A batch as the database holds it: its `batches` row, its `essays` rows and its
+    newest result (rebuilt from the stored payload; None, with the reason, if it cannot be)."""
+
+    batch: dict[str, Any]
+    essays: dict[str, dict[str, Any]]
+    result: AssessmentResult | None
+    result_error: str | None = None
+
+    def same_inputs(self, batch_row: dict[str, Any], essay_rows: dict[str, dict[str, Any]]) -> bool:
+        """Whether the rows a new run would store (`sinks.rows.event_rows`) hold the same
+        inputs: essays, anchors, scale, assignment and settings."""
+        if any(self.batch.get(c) != batch_row.get(c) for c in _BATCH_INPUTS):
+            return False
+        if set(self.essays) != set(essay_rows):
+            return False
+        return all(
+            self.essays[eid].get(c) == row.get(c) for eid, row in essay_rows.items() for c in _ESSAY_INPUTS
+        )
+
+
+def schema_problem(engine: Engine) -> str | None:
+    """What keeps the database from holding cjflow's rows ('has no cjflow schema', 'is at
+    schema revision X, cjflow needs Y'), or None when it is at the newest migration."""
+    from sinks.migrate import current_revision, head_revision
+    from sinks.tables import metadata
+
+    tables = set(inspect(engine).get_table_names())
+    if not set(metadata.tables) <= tables:
+        return "has no cjflow schema"
+    if "alembic_version" not in tables:
+        return "has cjflow's tables but no schema revision"
+    revision, head = current_revision(engine), head_revision()
+    if revision != head:
+        return f"is at schema revision {revision or 'none'}, cjflow needs {head}"
+    return None
+
+
+def read_stored_batch(engine: Engine, batch_id: str) -> StoredBatch | None:
+    """The stored batch `batch_id` (None if the database has none): what the SQL sink
+    wrote (`sinks.rows`), the result from the full payload of its newest `batch_results` row."""
+    from sinks import tables as t
+
+    with engine.connect() as conn:
+        batch = conn.execute(select(t.batches).where(t.batches.c.batch_id == batch_id)).mappings().first()
+        if batch is None:
+            return None
+        essays = {
+            r["essay_id"]: dict(r)
+            for r in conn.execute(select(t.essays).where(t.essays.c.batch_id == batch_id)).mappings()
+        }
+        payload = conn.execute(
+            select(t.batch_results.c.payload)
+            .where(t.batch_results.c.batch_id == batch_id)
+            .order_by(t.batch_results.c.finished_at.desc())
+            .limit(1)
+        ).scalar()
+    if payload is None:
+        return StoredBatch(dict(batch), essays, None, "it has no stored result (an interrupted run?)")
+    try:
+        result = AssessmentResult.model_validate(payload)
+    except ValidationError as exc:
+        return StoredBatch(dict(batch), essays, None, f"its stored result cannot be read: {exc.errors()[0]['msg']}")
+    return StoredBatch(dict(batch), essays, result)

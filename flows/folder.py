@@ -9,10 +9,26 @@ import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from cj.errors import GradingError
+from cj.grading import validate_anchor_grades
+from cj.scales import GradeScale
 from schemas import BatchOpened, BatchSettings, EssaySubmitted
+from schemas.envelope import Envelope
 from schemas.events import MAX_ESSAY_CHARS
 
 ESSAY_SUFFIXES = (".txt", ".md")
+
+
+def _max_length(model: type, name: str) -> int:
+    """A string field's max_length in the event schema (so the checks here follow it)."""
+    for m in model.model_fields[name].metadata:
+        if getattr(m, "max_length", None) is not None:
+            return int(m.max_length)
+    raise AssertionError(f"{model.__name__}.{name} has no max_length")
+
+
+MAX_ESSAY_ID_CHARS = _max_length(EssaySubmitted, "essay_id")
+MAX_BATCH_ID_CHARS = _max_length(Envelope, "batch_id")
 
 
 class InputError(ValueError):
@@ -54,6 +70,11 @@ def read_essays(folder: Path) -> dict[str, str]:
     seen: dict[str, Path] = {}
     for path in files:
         eid = path.stem
+        if len(eid) > MAX_ESSAY_ID_CHARS:
+            raise InputError(
+                f"essay file name too long: {path.name[:40]}... (the essay id, the name without"
+                f" {path.suffix}, may have at most {MAX_ESSAY_ID_CHARS} characters, has {len(eid)})"
+            )
         if eid in seen:
             raise InputError(f"duplicate essay id {eid!r}: {seen[eid].name} and {path.name}")
         seen[eid] = path
@@ -71,21 +92,25 @@ def read_essays(folder: Path) -> dict[str, str]:
     return essays
 
 
-def read_anchors(path: Path, essays: dict[str, str], grades: tuple[str, ...]) -> dict[str, str]:
+def read_anchors(path: Path, essays: dict[str, str], grades: tuple[str, ...] | GradeScale) -> dict[str, str]:
     """`essay_id,grade` CSV (header optional); every essay and grade must be known."""
     return read_anchor_file(path, essays, grades)[0]
 
 
 def read_anchor_file(
-    path: Path, essays: dict[str, str], grades: tuple[str, ...]
+    path: Path, essays: dict[str, str], grades: tuple[str, ...] | GradeScale
 ) -> tuple[dict[str, str], dict[str, tuple[float, float]]]:
     """`essay_id,grade[,value,se]` CSV (header optional) -> (grades, banked values).
 
-    `value,se` is an anchor's ability on the logit scale of an earlier calibration with the
-    same judge, and its SE; all anchors carry one or none do.
+    `grades` is the grade scale (or its grades, low -> high). The anchors must be able to
+    place the scale: at least 2 anchors of at least 2 distinct grades. `value,se` is an
+    anchor's ability on the logit scale of an earlier calibration with the same judge, and
+    its SE; all anchors carry one or none do. A UTF-8 byte order mark (Excel) is skipped.
     """
+    scale = grades if isinstance(grades, GradeScale) else GradeScale("anchors", tuple(grades))
+    grades = scale.grades
     try:
-        lines = path.read_text(encoding="utf-8").splitlines()
+        lines = path.read_text(encoding="utf-8-sig").splitlines()
     except FileNotFoundError:
         raise InputError(f"anchors file not found: {path}") from None
     except (OSError, UnicodeDecodeError) as exc:
@@ -115,6 +140,10 @@ def read_anchor_file(
             values[eid] = _banked_value(path, lineno, extra)
     if not anchors:
         raise InputError(f"anchors file {path} names no anchors")
+    try:  # the rules that place a scale live with the grading (cj.grading)
+        validate_anchor_grades(scale, list(anchors.values()), require_enough=True)
+    except GradingError as exc:
+        raise InputError(f"{path.name}: {exc}") from None
     if values and len(values) != len(anchors):
         missing = sorted(set(anchors) - set(values))
         raise InputError(
@@ -140,12 +169,21 @@ def _banked_value(path: Path, lineno: int, extra: list[str]) -> tuple[float, flo
 def batch_id_for(
     folder: Path, essays: dict[str, str], anchors: dict[str, str], settings: BatchSettings,
     anchor_values: dict[str, tuple[float, float]] | None = None,
+    *, scale: str | None = None, assignment: str = "",
 ) -> str:
-    """Same folder, anchors and settings -> same batch id, so a rerun is a replay."""
+    """Same folder, anchors (grades and banked values), grade scale, assignment and
+    settings -> same batch id, so a rerun is a replay; any of them different -> new id.
+
+    These are everything in the batch's events (`FolderBatch.events`), so everything the
+    result depends on but the judge itself."""
     h = hashlib.sha256()
     payload: list[object] = [sorted(essays.items()), sorted(anchors.items()), settings.model_dump()]
-    if anchor_values:  # only when given, so ids of batches without banked values stay as they were
+    # the rest only when given, so ids of batches without them stay as they were
+    if anchor_values:
         payload.append(sorted(anchor_values.items()))
+    extra = {k: v for k, v in (("scale", scale), ("assignment", assignment)) if v}
+    if extra:
+        payload.append(extra)
     h.update(json.dumps(payload).encode())
     name = "".join(c if c.isalnum() or c in "-_" else "-" for c in folder.resolve().name)[:60] or "batch"
     return f"{name}-{h.hexdigest()[:12]}"

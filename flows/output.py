@@ -10,14 +10,16 @@ from schemas import AssessmentResult
 
 def ranking_table(result: AssessmentResult) -> str:
     graded = any(e.projected_grade for e in result.essays)
-    head = ["rank", "essay", "score", "SE", *(["grade", "p(grade)"] if graded else []), "comparisons", "wins"]
+    anchored = any(e.is_anchor for e in result.essays)
+    head = ["rank", "essay", "score", "SE", *(["grade", "p(grade)"] if graded or anchored else []),
+            "comparisons", "wins"]
     rows = []
     for e in sorted(result.essays, key=lambda e: e.rank):
         grade = []
-        if graded:
+        if graded or anchored:  # anchors stay marked when no grades could be projected
             label = e.projected_grade or ""
             if e.is_anchor:
-                label += f" (anchor {e.anchor_grade})"
+                label = f"{label} (anchor {e.anchor_grade})".strip()
             p = (e.grade_probabilities or {}).get(e.projected_grade or "", None)
             grade = [label, f"{p:.2f}" if p is not None else ""]
         rows.append([str(e.rank), e.essay_id, f"{e.score:+.2f}", f"{e.se:.2f}", *grade, str(e.comparisons), str(e.wins)])
@@ -30,7 +32,19 @@ def ranking_table(result: AssessmentResult) -> str:
         f" SSR {_fmt(result.reliability_ssr)}; position effect {_fmt(result.position_effect)};"
         f" cost ${result.cost_usd:.4f}"
     )
-    return "\n".join([*lines, "", summary])
+    notes = [
+        f"{label}: {_one_line(text)}"
+        for label, text in (
+            ("no grades", getattr(result, "grading_error", None)),
+            ("last judge error", getattr(result, "last_error", None)),
+        )
+        if text
+    ]
+    return "\n".join([*lines, "", summary, *notes])
+
+
+def _one_line(text: str) -> str:
+    return " ".join(str(text).split())
 
 
 def _fmt(x: float | None) -> str:

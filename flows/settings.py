@@ -7,8 +7,8 @@ import json
 from pathlib import Path
 from typing import Any
 
-from pydantic import Field, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field, ValidationError, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict, SettingsError
 
 from schemas.topics import Topics
 
@@ -43,18 +43,63 @@ class Settings(BaseSettings):
 
     def kafka_add_config(self) -> dict[str, str]:
         """librdkafka pass-through settings: the file first, then the inline JSON."""
+        from flows.folder import InputError
+
         conf: dict[str, str] = {}
         if self.kafka_config_file:
-            conf.update(json.loads(self.kafka_config_file.read_text()))
+            try:
+                conf.update(json.loads(self.kafka_config_file.read_text(encoding="utf-8")))
+            except (OSError, UnicodeDecodeError, ValueError, TypeError) as exc:
+                raise InputError(f"cannot read kafka_config_file {self.kafka_config_file}: {exc}") from None
         conf.update(self.kafka_config)
         return conf
 
 
 def load_settings(config_file: Path | None = None) -> Settings:
-    """Settings from a JSON config file (if given) overridden by the environment."""
+    """Settings from a JSON config file (if given) overridden by the environment, key by key:
+    `CJFLOW_TOPICS__RESULTS` replaces the file's results topic and keeps its other topics,
+    and `CJFLOW_KAFKA_CONFIG` entries replace only the file's entries of the same name.
+
+    A missing, unreadable or malformed config file is an InputError (one line)."""
+    from flows.folder import InputError
+
+    try:
+        env = Settings()
+    except ValidationError as exc:
+        raise InputError(f"invalid CJFLOW_ environment setting: {_one_line(exc)}") from None
+    except SettingsError as exc:  # e.g. CJFLOW_KAFKA_CONFIG that is not JSON
+        raise InputError(f"invalid CJFLOW_ environment setting: {exc}") from None
     if config_file is None:
-        return Settings()
-    data = json.loads(Path(config_file).read_text())
-    env = Settings()
-    explicit = env.model_dump(exclude_unset=True)
-    return Settings.model_validate({**data, **explicit})
+        return env
+    path = Path(config_file)
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise InputError(f"config file not found: {path}") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise InputError(f"cannot read config file {path}: {exc}") from None
+    except json.JSONDecodeError as exc:
+        raise InputError(f"config file {path} is not valid JSON: {exc}") from None
+    if not isinstance(data, dict):
+        raise InputError(f"config file {path} must hold a JSON object, not {type(data).__name__}")
+    try:
+        return Settings.model_validate(deep_merge(data, env.model_dump(exclude_unset=True)))
+    except ValidationError as exc:
+        raise InputError(f"invalid setting in config file {path} or the environment: {_one_line(exc)}") from None
+
+
+def deep_merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
+    """`base` with `override` on top; nested dicts are merged key by key (override wins)."""
+    out = dict(base)
+    for key, value in override.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = deep_merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def _one_line(exc: ValidationError) -> str:
+    err = exc.errors()[0]
+    where = ".".join(str(x) for x in err.get("loc", ()))
+    return f"{where}: {err['msg']}" if where else str(err["msg"])
