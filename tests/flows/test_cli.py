@@ -110,6 +110,16 @@ def test_broken_plugin_gives_error_judgements_and_a_failed_batch(tmp_path, capsy
     assert result["comparisons_valid"] == 0 and result["errors_by_kind"]["judge_error"] > 0
 
 
+def assess_fails_in_one_line(tmp_path, args, message):
+    """`cjflow assess ARGS` stops with exit code 2 and one line naming the problem."""
+    proc = run_cli("assess", *[a.format(p=tmp_path) for a in args], "--out", str(tmp_path / "out"))
+    assert proc.returncode == 2, proc.stderr
+    err = proc.stderr.strip()
+    assert "Traceback" not in proc.stderr
+    assert len(err.splitlines()) == 1 and err.startswith("cjflow: error:"), err
+    assert message in err
+
+
 @pytest.mark.parametrize(
     "setup, args, message",
     [
@@ -143,12 +153,7 @@ def test_broken_plugin_gives_error_judgements_and_a_failed_batch(tmp_path, capsy
 )
 def test_bad_input_gives_one_line_error_and_nonzero_exit(tmp_path, setup, args, message):
     setup(tmp_path)
-    proc = run_cli("assess", *[a.format(p=tmp_path) for a in args], "--out", str(tmp_path / "out"))
-    assert proc.returncode == 2, proc.stderr
-    err = proc.stderr.strip()
-    assert "Traceback" not in proc.stderr
-    assert len(err.splitlines()) == 1 and err.startswith("cjflow: error:"), err
-    assert message in err
+    assess_fails_in_one_line(tmp_path, args, message)
 
 
 def test_assess_draws_the_scale_and_report_redraws_it(tmp_path, examples, capsys):
@@ -445,12 +450,7 @@ def _two_essays(p: Path) -> Path:
 )
 def test_more_bad_input_gives_one_line_error_and_exit_2(tmp_path, setup, args, message):
     setup(tmp_path)
-    proc = run_cli("assess", *[a.format(p=tmp_path) for a in args], "--out", str(tmp_path / "out"))
-    assert proc.returncode == 2, proc.stderr
-    err = proc.stderr.strip()
-    assert "Traceback" not in proc.stderr
-    assert len(err.splitlines()) == 1 and err.startswith("cjflow: error:"), err
-    assert message in err
+    assess_fails_in_one_line(tmp_path, args, message)
     assert not (tmp_path / "out" / "results.json").exists()
 
 
