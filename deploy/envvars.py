@@ -80,6 +80,11 @@ OTHER_VARIABLES: tuple[OtherVariable, ...] = (
         "The flows' least-privilege database role the migrations grant to.", "cjflow_app",
     ),
     OtherVariable(
+        "CJFLOW_APP_PASSWORD_FILE", ("python",), "db-migrate",
+        "File holding the flows' database password (the `cjflow-db` Secret); `cjflow db upgrade` "
+        "sets the flows' role's password from it (as a SCRAM verifier).",
+    ),
+    OtherVariable(
         "BYTEWAX_REPLICAS", ("script", "python"), "flow pods, judge",
         "Processes in the flow's Bytewax cluster (kustomize copies the StatefulSet's replicas); "
         "the judges split the provider rate limits across them.",

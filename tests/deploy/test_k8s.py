@@ -170,6 +170,15 @@ def test_migration_and_topic_jobs(example):
     migrate = one(example, "Job", "cjflow-db-migrate")["spec"]["template"]["spec"]
     assert migrate["containers"][0]["command"] == ["cjflow", "db", "upgrade"]
     assert migrate["restartPolicy"] in ("OnFailure", "Never")
+    # The migration sets the flows' role's password from the Secret the flows log in with
+    # (without it the app role has none and the flows cannot connect).
+    env = {e["name"]: e["value"] for e in migrate["containers"][0]["env"]}
+    mount = next(m for m in migrate["containers"][0]["volumeMounts"]
+                 if env["CJFLOW_APP_PASSWORD_FILE"].startswith(m["mountPath"] + "/"))
+    volume = next(v for v in migrate["volumes"] if v["name"] == mount["name"])
+    assessment = one(example, "StatefulSet", "cjflow-assessment")["spec"]["template"]["spec"]
+    flow_db = next(v for v in assessment["volumes"] if v.get("secret", {}).get("secretName") == "cjflow-db")
+    assert volume["secret"]["secretName"] == flow_db["secret"]["secretName"] == "cjflow-db"
     topics = one(example, "Job", "cjflow-topics-create")["spec"]["template"]["spec"]
     assert topics["containers"][0]["command"] == ["cjflow", "topics", "create"]
 
