@@ -11,9 +11,10 @@ from bytewax.dataflow import Dataflow, Stream
 from pydantic import TypeAdapter
 
 from flows.settings import Settings
-from operators.codec import decode
+from operators.codec import decode, reason_label
 from schemas import AssessmentResult, ComparisonRequested, DeadLetter, Judgement, ResourceUsage
 from schemas.envelope import Envelope
+from telemetry.metrics import DEAD_LETTERS
 
 
 def brokers(settings: Settings) -> list[str]:
@@ -38,9 +39,13 @@ def decoded(step_id: str, flow_in: Stream[Any], adapter: TypeAdapter[Any]) -> St
 
     def _one(msg: Any) -> Envelope:
         if isinstance(msg, KafkaSourceMessage):
-            return decode(adapter, msg.value, msg.key, msg.topic or "?", msg.partition, msg.offset)
-        err = getattr(msg, "err", msg)
-        return DeadLetter.create(None, f"kafka consumer error: {err}", "kafka", b"")
+            event = decode(adapter, msg.value, msg.key, msg.topic or "?", msg.partition, msg.offset)
+        else:
+            err = getattr(msg, "err", msg)
+            event = DeadLetter.create(None, f"kafka consumer error: {err}", "kafka", b"")
+        if isinstance(event, DeadLetter):  # counted here: these never reach the operators
+            DEAD_LETTERS.labels(reason_label(event.reason)).inc()
+        return event
 
     return op.map(step_id, flow_in, _one)
 
