@@ -89,8 +89,12 @@ def cmd_topics(args: argparse.Namespace) -> int:
     admin = AdminClient({"bootstrap.servers": settings.kafka_brokers, **settings.kafka_add_config()})
     parts = args.partitions or settings.topic_partitions
     names = list(settings.topics.model_dump().values())
+    from flows.kafka_io import MAX_MESSAGE_BYTES
+
+    # Results of large batches exceed Kafka's default 1 MB message limit.
+    config = {"max.message.bytes": str(MAX_MESSAGE_BYTES)}
     futures = admin.create_topics(
-        [NewTopic(n, num_partitions=parts, replication_factor=args.replication_factor) for n in names]
+        [NewTopic(n, num_partitions=parts, replication_factor=args.replication_factor, config=config) for n in names]
     )
     failed = 0
     for name, fut in futures.items():

@@ -16,6 +16,11 @@ from schemas import AssessmentResult, ComparisonRequested, DeadLetter, Judgement
 from schemas.envelope import Envelope
 from telemetry.metrics import DEAD_LETTERS
 
+# The largest message the flows produce: a result of MAX_BATCH_ESSAYS essays (about 0.5 KB
+# each). librdkafka refuses bigger ones at produce time, and Kafka topics default to 1 MB,
+# so `cjflow topics create` gives cjflow's topics this limit too (docs/deploy.md).
+MAX_MESSAGE_BYTES = 16 * 1024 * 1024
+
 
 def brokers(settings: Settings) -> list[str]:
     return [b.strip() for b in settings.kafka_brokers.split(",") if b.strip()]
@@ -30,7 +35,10 @@ def source(settings: Settings, topics: list[str]) -> KafkaSource:
 
 def sink(settings: Settings) -> KafkaSink:
     """One producer for every output topic (each message names its topic)."""
-    conf = {"enable.idempotence": "true", "linger.ms": "5", "compression.type": "lz4", **settings.kafka_add_config()}
+    conf = {
+        "enable.idempotence": "true", "linger.ms": "5", "compression.type": "lz4",
+        "message.max.bytes": str(MAX_MESSAGE_BYTES), **settings.kafka_add_config(),
+    }
     return KafkaSink(brokers(settings), None, add_config=conf)
 
 

@@ -7,12 +7,27 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, model_validator
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, field_validator, model_validator
 
 from schemas.envelope import Envelope, deterministic_id
 
 Winner = Literal["A", "B", "error"]
 MAX_ESSAY_CHARS = 60_000
+# Essays per batch: its result (about 0.5 KB per essay) must fit one Kafka message
+# (flows/kafka_io.py MAX_MESSAGE_BYTES, 16 MiB).
+MAX_BATCH_ESSAYS = 10_000
+
+
+def _no_nul(value: str | None) -> str | None:
+    """Postgres text cannot hold NUL: refuse it at intake, where the reason reaches the sender."""
+    if value is not None and "\x00" in value:
+        raise ValueError("contains a NUL character (\\x00), which the database cannot store")
+    return value
+
+
+def _strip_nul(value: object) -> object:
+    """A judge's free text may carry NUL bytes; drop them rather than lose the judgement."""
+    return value.replace("\x00", "") if isinstance(value, str) else value
 
 
 class ErrorKind(StrEnum):
@@ -75,7 +90,7 @@ class BatchOpened(Envelope):
     """Opens a batch: the essays follow as `essay.submitted` events, same key."""
 
     event_type: Literal["batch.opened"] = "batch.opened"
-    expected_essays: int = Field(ge=2, le=100_000)
+    expected_essays: int = Field(ge=2, le=MAX_BATCH_ESSAYS)
     grade_scale: str | GradeScaleSpec | None = Field(
         default=None, description="Built-in scale name or an inline custom scale."
     )
@@ -83,6 +98,8 @@ class BatchOpened(Envelope):
     assignment_id: str | None = None
     callback_topic: str | None = None
     settings: BatchSettings = BatchSettings()
+
+    _no_nul = field_validator("assignment")(_no_nul)
 
     @classmethod
     def create(cls, batch_id: str, expected_essays: int, **kw: object) -> BatchOpened:
@@ -107,6 +124,8 @@ class EssaySubmitted(Envelope):
         "judge (e.g. its score there); puts the batch on that scale. Needs anchor_grade and anchor_value_se.",
     )
     anchor_value_se: float | None = Field(default=None, description="Standard error of anchor_value (> 0).")
+
+    _no_nul = field_validator("essay_id", "text", "anchor_grade")(_no_nul)
 
     @model_validator(mode="after")
     def _banked_value_is_complete(self) -> EssaySubmitted:
@@ -190,6 +209,8 @@ class Judgement(Envelope):
     tokens: TokenUsage = TokenUsage()
     cost_usd: float = Field(default=0.0, ge=0)
     latency_ms: float = Field(default=0.0, ge=0)
+
+    _strip_nul = field_validator("justification", "error_detail", mode="before")(_strip_nul)
 
     @classmethod
     def for_request(cls, request: ComparisonRequested, **kw: object) -> Judgement:
