@@ -12,7 +12,7 @@ import httpx2
 from pydantic import SecretStr
 
 from judges.config import DEFAULT_MODELS, ProviderSettings
-from judges.errors import ProviderError, kind_for_status, retry_after_s
+from judges.errors import ProviderError, kind_for_status, out_of_quota, quota_error, retry_after_s
 from judges.llm import LLMJudge, connection_refused, field_of, http_client_limits, http_shards, use_aiohttp
 from judges.prompt import BUNDLE_SCHEMA, TOOL_BUNDLE, TOOL_SINGLE, VERDICT_SCHEMA, Prompt
 from schemas import ErrorKind, TokenUsage
@@ -95,7 +95,12 @@ class AnthropicJudge(LLMJudge):
 def map_error(exc: Exception) -> ProviderError:
     """An SDK exception as a ProviderError of the right kind."""
     if isinstance(exc, anthropic.APIStatusError):
-        return provider_error(exc.status_code, exc.response.headers, getattr(exc, "api_message", None) or str(exc))
+        message = getattr(exc, "api_message", None) or str(exc)
+        # a spend limit (some come as a 429) or a billing error: no wait will cure it
+        quota = out_of_quota(getattr(exc, "error_code", None), getattr(exc, "type", None))
+        if quota:
+            return quota_error(quota, exc.status_code, message, exc.response.headers)
+        return provider_error(exc.status_code, exc.response.headers, message)
     if isinstance(exc, anthropic.APITimeoutError) and not connection_refused(exc):
         return ProviderError(ErrorKind.TIMEOUT, "request timed out")
     if isinstance(exc, anthropic.APIConnectionError):

@@ -13,7 +13,7 @@ import openai
 from pydantic import SecretStr
 
 from judges.config import DEFAULT_MODELS, ProviderSettings
-from judges.errors import ProviderError, kind_for_status, retry_after_s
+from judges.errors import ProviderError, kind_for_status, out_of_quota, quota_error, retry_after_s
 from judges.llm import LLMJudge, connection_refused, field_of, http_client_limits, http_shards, use_aiohttp
 from judges.prompt import BUNDLE_SCHEMA, VERDICT_SCHEMA, Prompt
 from schemas import ErrorKind, TokenUsage
@@ -96,6 +96,10 @@ def map_error(exc: Exception) -> ProviderError:
     """An SDK exception as a ProviderError of the right kind."""
     if isinstance(exc, openai.APIStatusError):
         headers = exc.response.headers
+        quota = out_of_quota(getattr(exc, "code", None), getattr(exc, "type", None))
+        if quota:  # a 429 that no wait will cure
+            said = exc.body.get("message") if isinstance(exc.body, dict) else None
+            return quota_error(quota, exc.status_code, str(said or getattr(exc, "message", "") or exc), headers)
         message = f"HTTP {exc.status_code}: {getattr(exc, 'message', '') or exc}"[:400]
         return ProviderError(
             kind_for_status(exc.status_code), message, retry_after_s(headers), status=exc.status_code, headers=headers

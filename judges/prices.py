@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 from functools import lru_cache
 from pathlib import Path
 
@@ -40,6 +41,7 @@ DEFAULT_PRICES: dict[str, Price] = {
     "gpt-5-nano": Price(input=0.05, output=0.40, cache_read=0.005, cache_write=0.0),
     "gpt-4.1": Price(input=2.00, output=8.00, cache_read=0.50, cache_write=0.0),
     "gpt-4.1-mini": Price(input=0.40, output=1.60, cache_read=0.10, cache_write=0.0),
+    "gpt-4.1-nano": Price(input=0.10, output=0.40, cache_read=0.025, cache_write=0.0),
     "gpt-4o-mini": Price(input=0.15, output=0.60, cache_read=0.075, cache_write=0.0),
 }
 
@@ -57,14 +59,25 @@ def price_table() -> dict[str, Price]:
 _warned: set[str] = set()
 
 
+# A snapshot suffix: Anthropic's "-20251001", OpenAI's "-2025-04-14", or a "-latest" alias.
+# Only these fall back to the base name: "gpt-4.1-nano" or "gpt-5-pro" are other models.
+_SNAPSHOT = re.compile(r"-(?:\d{8}|\d{4}-\d{2}-\d{2}|latest)$")
+
+
 def price_for(model: str) -> Price | None:
-    """The model's price; dated snapshots fall back to their alias ("claude-haiku-4-5-20251001")."""
+    """The model's price. A dated snapshot falls back to its alias ("claude-haiku-4-5-20251001"
+    to "claude-haiku-4-5", "gpt-4.1-2025-04-14" to "gpt-4.1"), or to the alias's "-latest"
+    name ("claude-3-5-haiku-20241022" to "claude-3-5-haiku-latest"); any other unknown name
+    has no price (a warning, and a cost of 0)."""
     table = price_table()
     if model in table:
         return table[model]
-    for name in sorted(table, key=len, reverse=True):
-        if model.startswith(name + "-"):
-            return table[name]
+    snapshot = _SNAPSHOT.search(model)
+    if snapshot:
+        base = model[: snapshot.start()]
+        for name in (base, base + "-latest"):
+            if name in table and name != model:
+                return table[name]
     if model not in _warned:
         _warned.add(model)
         log.warning("no price for model %r: its cost is recorded as 0 (set CJFLOW_PRICES_FILE)", model)
