@@ -16,7 +16,7 @@ from typing import Any, Literal, Protocol
 
 from judges.anthropic_judge import AnthropicJudge
 from judges.anthropic_judge import map_error as anthropic_error
-from judges.errors import ProviderError, kind_for_status
+from judges.errors import ProviderError, kind_for_status, out_of_quota, quota_error
 from judges.llm import LLMJudge
 from judges.openai_judge import OpenAIJudge
 from judges.openai_judge import map_error as openai_error
@@ -65,10 +65,13 @@ class AnthropicBatches:
                     out[item.custom_id] = result.message
                 elif result.type == "errored":
                     err = result.error.error
+                    said = f"batch item errored: {getattr(err, 'message', err)}"
+                    quota = out_of_quota(getattr(err, "type", None))
+                    if quota:  # as for a direct call: no retry will cure it
+                        out[item.custom_id] = quota_error(quota, 402, said, {})
+                        continue
                     kind = _ANTHROPIC_KINDS.get(getattr(err, "type", ""), ErrorKind.SERVER_ERROR)
-                    out[item.custom_id] = ProviderError(
-                        kind, f"batch item errored: {getattr(err, 'message', err)}"[:400]
-                    )
+                    out[item.custom_id] = ProviderError(kind, said[:400])
                 else:  # expired or canceled: worth another try
                     out[item.custom_id] = ProviderError(ErrorKind.TIMEOUT, f"batch item {result.type}")
         except ProviderError:
@@ -145,6 +148,12 @@ class OpenAIBatches:
                         out[rec["custom_id"]] = response.get("body")
                     else:
                         detail = json.dumps(rec.get("error") or response.get("body"))[:300]
+                        err = (response.get("body") or {}).get("error") if isinstance(response.get("body"), dict) else None
+                        err = err if isinstance(err, dict) else (rec.get("error") or {})
+                        quota = out_of_quota(err.get("code"), err.get("type")) if isinstance(err, dict) else None
+                        if quota:  # as for a direct call: no retry will cure it
+                            out[rec["custom_id"]] = quota_error(quota, status, f"batch item: {detail}", {})
+                            continue
                         kind = kind_for_status(status) if status else ErrorKind.SERVER_ERROR
                         out[rec["custom_id"]] = ProviderError(
                             kind, f"batch item HTTP {status}: {detail}", status=status

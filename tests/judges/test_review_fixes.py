@@ -56,6 +56,19 @@ class _OddFake(FakeProvider):
         return 402, {}, {"type": "error", "error": error}
 
 
+    def _sync_answer(self, flavour: str, body: dict) -> tuple[int, Any]:
+        """Batch items: `quota` and `billing` fail as the providers' batch results report it."""
+        from bench.fake_provider import _prompt_of
+
+        fault = self._fault_for(_prompt_of(flavour, body)[1])
+        if fault == "quota" and flavour == "openai":
+            return 429, {"message": "You exceeded your current quota.", "type": "insufficient_quota",
+                         "param": None, "code": "insufficient_quota"}
+        if fault == "billing" and flavour == "anthropic":
+            return 402, {"type": "billing_error", "message": "Your credit balance is too low."}
+        return super()._sync_answer(flavour, body)
+
+
 @pytest.fixture
 def odd_fake() -> Iterator[_OddFake]:
     server = _OddFake(FakeConfig(batch_delay_s=0.2)).start()
@@ -139,3 +152,13 @@ def test_an_anthropic_billing_error_is_the_same_auth_error(odd_fake):
     assert j.winner == "error" and j.error_kind == ErrorKind.AUTH
     assert j.error_detail.startswith("HTTP 402 billing_error: the account is out of quota")
     assert odd_fake.stats.requests == 1
+
+
+@pytest.mark.parametrize("provider", PROVIDERS)
+def test_an_out_of_quota_batch_item_is_the_same_auth_error(odd_fake, provider):
+    """Through the providers' batch APIs too: not retried as a rate limit or server error."""
+    fault = "quota" if provider == "openai" else "billing"
+    judge = make_judge(odd_fake, provider, mode="batch", batch_window_s=0.1, batch_poll_s=0.1, backoff_base_s=0.01)
+    (j,) = run(judge_all(judge, [request(0, f"[q=1] [fault={fault}]", "[q=2]")]))
+    assert j.error_kind == ErrorKind.AUTH and "out of quota" in (j.error_detail or "")
+    assert odd_fake.stats.batches == 1  # one batch: the item was not resubmitted
