@@ -73,7 +73,6 @@ class FlowCluster:
             CJFLOW_METRICS_PORT="0",
             CJFLOW_RECOVERY_DIR=str(self.workdir / f"recovery-{flow}"),
             CJFLOW_SNAPSHOT_INTERVAL_S=str(self.snapshot_s),
-            CJFLOW_CONSUMER_GROUP=self.prefix,
             PYTHONPATH=os.pathsep.join([str(ROOT), env.get("PYTHONPATH", "")]),
             **{f"CJFLOW_TOPICS__{k.upper()}": v for k, v in self.topics.model_dump().items()},
             **self.extra_env,

@@ -132,7 +132,6 @@ SETTINGS_SOURCES: tuple[SettingsSource, ...] = (
 
 # Descriptions for settings fields that have none in the model.
 FIELD_DESCRIPTIONS: dict[str, str] = {
-    "consumer_group": "Kafka consumer group prefix of the flows.",
     "topics": "All topic names as one JSON object, or one variable per topic (below).",
     "topic_partitions": "Partitions per topic for `cjflow topics create`.",
     "database_password_file": "File holding the database password (a mounted Secret); "

@@ -22,7 +22,8 @@ class Settings(BaseSettings):
         default_factory=dict, description="librdkafka settings passed through (SASL/SSL), JSON."
     )
     kafka_config_file: Path | None = Field(default=None, description="JSON file of librdkafka settings.")
-    consumer_group: str = "cjflow"
+    # No consumer group: Bytewax keeps the input offsets in its recovery snapshots, not in
+    # committed group offsets, so a group id would name nothing a tool could read.
     topics: Topics = Topics()
     topic_partitions: int = 6
     # Storage

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from sqlalchemy import (
     JSON,
+    BigInteger,
     Boolean,
     CheckConstraint,
     Column,
@@ -256,7 +257,7 @@ dead_letters = Table(
     Column("reason", Text, nullable=False),
     Column("source", String(250), nullable=False),
     Column("partition", Integer),
-    Column("offset", Integer),
+    Column("offset", BigInteger),
     Column("original", Text, nullable=False),
     Column("original_event_type", String(100)),
     Column("received_at", TS, nullable=False),

@@ -58,7 +58,7 @@ def test_migrations_up_and_down_on_an_empty_database(pg, empty_database, capsys)
             ).all()
         assert dict(grants) == {**{n: "INSERT,SELECT,UPDATE" for n in metadata.tables}, "alembic_version": "SELECT"}
 
-        assert main(["db", "downgrade", "--url", url]) == 0  # one step: the role's grants go
+        assert main(["db", "downgrade", "0001", "--url", url]) == 0  # the role's grants go (0002)
         with engine.connect() as conn:
             assert conn.execute(
                 text("SELECT count(*) FROM information_schema.role_table_grants WHERE grantee = :r"), {"r": APP_ROLE}

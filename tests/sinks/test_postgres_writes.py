@@ -74,6 +74,17 @@ def test_bad_records_are_dead_lettered_and_the_rest_is_written(app_engine, dump)
     assert dump(app_engine) == before
 
 
+
+def test_dead_letters_keep_64_bit_kafka_offsets(app_engine):
+    from schemas import DeadLetter
+
+    far = 2**40 + 7  # a partition that has seen more than 2^31 messages
+    dl = DeadLetter.create(None, "invalid JSON: x", "cj.assessment.requests.v1", b"{", partition=3, offset=far)
+    assert SqlWriter(app_engine).write([dl]).dead_letters == []
+    with app_engine.connect() as conn:
+        got = conn.execute(select(t.dead_letters.c.offset).where(t.dead_letters.c.event_id == dl.event_id)).scalar_one()
+    assert got == far
+
 def _kill_first(engine, admin_url: str, statement_prefix: str, times: int = 1):
     """Terminate the writer's own backend (as the admin) just before its first `times`
     statements starting with `statement_prefix`: the connection is lost mid-transaction."""
