@@ -14,7 +14,7 @@ from cj.grading import validate_anchor_grades
 from cj.scales import GradeScale
 from schemas import BatchOpened, BatchSettings, EssaySubmitted
 from schemas.envelope import Envelope
-from schemas.events import MAX_ESSAY_CHARS
+from schemas.events import MAX_BATCH_ESSAYS, MAX_ESSAY_CHARS
 
 ESSAY_SUFFIXES = (".txt", ".md")
 
@@ -86,9 +86,13 @@ def read_essays(folder: Path) -> dict[str, str]:
             raise InputError(f"empty essay: {path.name}")
         if len(text) > MAX_ESSAY_CHARS:
             raise InputError(f"essay {path.name} is longer than {MAX_ESSAY_CHARS} characters")
+        if "\x00" in text or "\x00" in eid:
+            raise InputError(f"essay {path.name} contains a NUL character (\\x00), which the database cannot store")
         essays[eid] = text
     if len(essays) < 2:
         raise InputError(f"need at least 2 essays to compare, found {len(essays)} in {folder}")
+    if len(essays) > MAX_BATCH_ESSAYS:
+        raise InputError(f"{len(essays)} essays in {folder}: a batch has at most {MAX_BATCH_ESSAYS}; split the folder")
     return essays
 
 

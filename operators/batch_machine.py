@@ -34,7 +34,7 @@ from schemas import (
     ResourceUsage,
     TokenUsage,
 )
-from schemas.events import MAX_ESSAY_CHARS, GradeScaleSpec
+from schemas.events import MAX_BATCH_ESSAYS, MAX_ESSAY_CHARS, GradeScaleSpec
 
 SNAPSHOT_VERSION = 1
 COLLECT_TIMEOUT = timedelta(hours=1)  # also how long essays wait for a batch.opened that never comes
@@ -181,6 +181,9 @@ class BatchMachine:
         if self.opened is not None or self.phase == "done":
             self.duplicates += 1
             return []
+        if ev.expected_essays > MAX_BATCH_ESSAYS:
+            return [self._dead(ev, f"batch too large: {ev.expected_essays} essays, at most {MAX_BATCH_ESSAYS} "
+                                   "(its result must fit one Kafka message); split it")]
         try:
             self._scale(ev)
         except GradingError as exc:
@@ -323,12 +326,15 @@ class BatchMachine:
     def _error_cap(self, n: int) -> int:
         """Comparisons that may fail for good (after every retry) before the batch gives up.
 
-        As many as the batch would ever need to succeed (its completion target, at least two
-        windows in flight), within the budget: a judge that fails everything costs a small
-        batch tens of calls, not the whole budget times the attempts.
+        Before any valid judgement, two windows in flight: a judge that fails everything
+        (after its own retries and the reissues) stops the batch within tens of calls, not
+        the budget times the attempts. After one, as many as the batch would ever need to
+        succeed (its completion target, at least two windows), within the budget.
         """
         assert self.opened is not None
         s = self.opened.settings
+        if not self.valid_order:  # nothing has worked yet: two windows of failures are enough
+            return max(1, min(s.budget, 2 * s.in_flight))
         target = completion_target(n, self._rule()) if n >= 2 else 0
         return max(1, min(s.budget, max(target, 2 * s.in_flight)))
 
@@ -610,8 +616,8 @@ class BatchMachine:
         since = snap.get("early_since")  # absent in snapshots before it was kept
         if since:
             m.early_since = datetime.fromisoformat(since)
-        elif m.early:
-            m.early_since = max(e.occurred_at for e in m.early)
+        elif m.early:  # a snapshot from before the wait was kept: it starts at the restore
+            m.early_since = datetime.now(UTC)
         m.last_error = snap.get("last_error")
         m.rejected = snap["rejected"]
         m.comps = [Comparison(*c) for c in snap["comps"]]

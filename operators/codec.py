@@ -23,12 +23,36 @@ def decode(
         event = adapter.validate_json(raw)
     except ValidationError as exc:
         return DeadLetter.create(batch_hint, _reason(exc, raw), topic, raw, original_event_type=_event_type(raw), **where)
+    if b"\\u0000" in raw:  # cheap test first: JSON can carry NUL only escaped
+        field = _nul_field(event.model_dump(mode="json"))
+        if field is not None:
+            return DeadLetter.create(
+                batch_hint, f"contains a NUL character (\\x00) in {field}, which the database cannot store", topic,
+                raw, original_event_type=event.event_type, **where,
+            )
     if key is not None and batch_hint != event.batch_id:
         return DeadLetter.create(
             batch_hint, f"message key {batch_hint!r} is not the batch id {event.batch_id!r}", topic, raw,
             original_event_type=event.event_type, **where,
         )
     return event
+
+
+def _nul_field(value: Any, path: str = "") -> str | None:
+    """The path of the first string holding NUL (Postgres text cannot store it), else None."""
+    if isinstance(value, str):
+        return path or "the event" if "\x00" in value else None
+    if isinstance(value, dict):
+        items: Any = value.items()
+    elif isinstance(value, list):
+        items = enumerate(value)
+    else:
+        return None
+    for k, v in items:
+        found = _nul_field(k, path) if isinstance(k, str) and "\x00" in k else _nul_field(v, f"{path}.{k}" if path else str(k))
+        if found is not None:
+            return found
+    return None
 
 
 def _event_type(raw: bytes) -> str | None:

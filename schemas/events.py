@@ -13,21 +13,17 @@ from schemas.envelope import Envelope, deterministic_id
 
 Winner = Literal["A", "B", "error"]
 MAX_ESSAY_CHARS = 60_000
-# Essays per batch: its result (about 0.5 KB per essay) must fit one Kafka message
-# (flows/kafka_io.py MAX_MESSAGE_BYTES, 16 MiB).
+# Essays per batch that cjflow grades: its result (about 0.5 KB per essay) must fit one Kafka
+# message (flows/kafka_io.py MAX_MESSAGE_BYTES, 16 MiB). Larger batches are dead-lettered by
+# the batch operator; the schema keeps its v1 bound.
 MAX_BATCH_ESSAYS = 10_000
 
 
-def _no_nul(value: str | None) -> str | None:
-    """Postgres text cannot hold NUL: refuse it at intake, where the reason reaches the sender."""
-    if value is not None and "\x00" in value:
-        raise ValueError("contains a NUL character (\\x00), which the database cannot store")
-    return value
-
-
 def _strip_nul(value: object) -> object:
-    """A judge's free text may carry NUL bytes; drop them rather than lose the judgement."""
-    return value.replace("\x00", "") if isinstance(value, str) else value
+    """Text cjflow writes itself may carry NUL from a judge or an error; Postgres text cannot
+    hold it, so it is escaped rather than the record lost. (Input with NUL is dead-lettered
+    at decoding, `operators/codec.py`.)"""
+    return value.replace("\x00", "\\x00") if isinstance(value, str) else value
 
 
 class ErrorKind(StrEnum):
@@ -90,7 +86,7 @@ class BatchOpened(Envelope):
     """Opens a batch: the essays follow as `essay.submitted` events, same key."""
 
     event_type: Literal["batch.opened"] = "batch.opened"
-    expected_essays: int = Field(ge=2, le=MAX_BATCH_ESSAYS)
+    expected_essays: int = Field(ge=2, le=100_000)
     grade_scale: str | GradeScaleSpec | None = Field(
         default=None, description="Built-in scale name or an inline custom scale."
     )
@@ -98,8 +94,6 @@ class BatchOpened(Envelope):
     assignment_id: str | None = None
     callback_topic: str | None = None
     settings: BatchSettings = BatchSettings()
-
-    _no_nul = field_validator("assignment")(_no_nul)
 
     @classmethod
     def create(cls, batch_id: str, expected_essays: int, **kw: object) -> BatchOpened:
@@ -124,8 +118,6 @@ class EssaySubmitted(Envelope):
         "judge (e.g. its score there); puts the batch on that scale. Needs anchor_grade and anchor_value_se.",
     )
     anchor_value_se: float | None = Field(default=None, description="Standard error of anchor_value (> 0).")
-
-    _no_nul = field_validator("essay_id", "text", "anchor_grade")(_no_nul)
 
     @model_validator(mode="after")
     def _banked_value_is_complete(self) -> EssaySubmitted:
@@ -313,6 +305,10 @@ class DeadLetter(Envelope):
     offset: int | None = None
     original: str = Field(description="The original bytes, base64.")
     original_event_type: str | None = None
+
+    # The key, reason and type come from the bad input itself: a NUL there must not make the
+    # dead letter unstorable too.
+    _strip_nul = field_validator("batch_id", "reason", "source", "original_event_type", mode="before")(_strip_nul)
 
     @classmethod
     def create(

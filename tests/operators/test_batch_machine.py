@@ -301,10 +301,10 @@ def test_a_judge_that_always_fails_stops_after_the_completion_target_and_says_wh
     assert len(results) == 1
     r = results[0]
     assert r.stop_reason == "too_many_errors" and r.status.value == "failed"
-    # 5 essays: completion target 2 x 10 pairs, so 20 comparisons fail for good, each after
-    # 3 attempts (plus what was in flight when it stopped), not 350 x 3 calls.
-    assert r.comparisons_errored == r.completion_target == 20
-    assert 3 * 20 <= calls <= 3 * (20 + 4)
+    # nothing valid yet: two windows of 4 fail for good, each after 3 attempts (plus what was
+    # in flight when it stopped), not 350 x 3 calls
+    assert r.comparisons_errored == 8
+    assert 3 * 8 <= calls <= 3 * (8 + 4)
     assert r.last_error == "judge_error: RuntimeError: nope"
 
 
@@ -348,3 +348,36 @@ def test_grades_not_projected_say_why():
     assert r.grading_error.startswith("no anchor essays")
     m, out = open_batch(n=6, budget=40, anchors={1: "E", 4: "B"})
     assert run_to_end(m, out)[0].grading_error is None
+
+
+
+def test_errors_after_a_valid_judgement_stop_at_the_completion_target():
+    m, out = open_batch(n=5, budget=350, in_flight=4, max_attempts=1)
+    reqs = requests(out)
+    new = m.handle(answer(reqs[0]), T0)  # one valid judgement
+    pending, results = reqs[1:] + requests(new), []
+    while pending:
+        new = m.handle(answer(pending.pop(0), winner="error", error_kind=ErrorKind.SERVER_ERROR), T0)
+        pending += requests(new)
+        results += [e for e in new if isinstance(e, AssessmentResult)]
+    (r,) = results
+    assert r.stop_reason == "too_many_errors" and r.status.value == "partial"
+    assert r.comparisons_valid == 1 and r.comparisons_errored == r.completion_target == 20
+
+
+def test_a_batch_over_the_size_limit_is_dead_lettered():
+    from schemas.events import MAX_BATCH_ESSAYS
+
+    m = BatchMachine("huge")
+    (dl,) = m.handle(BatchOpened.create("huge", MAX_BATCH_ESSAYS + 1, occurred_at=T0), T0)
+    assert isinstance(dl, DeadLetter) and dl.reason.startswith("batch too large")
+    assert m.is_unknown
+
+
+def test_a_snapshot_from_before_the_early_wait_was_kept_still_times_out():
+    m = BatchMachine("old")
+    m.handle(EssaySubmitted.create("old", "a", "text", occurred_at=T0), T0)
+    snap = m.snapshot()
+    del snap["early_since"], snap["last_error"]  # as written before they existed
+    restored = BatchMachine.restore(snap)
+    assert restored.next_timer() is not None and restored.next_timer() > datetime.now(UTC)
