@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from flows.folder import InputError
+from flows.folder import DEFAULT_SCALE, InputError
 
 if TYPE_CHECKING:
     from pydantic import ValidationError
@@ -27,7 +27,7 @@ def _assess_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("assess", help="rank (and grade) a folder of essays with the embedded flow")
     p.add_argument("folder", type=Path, help="folder of .txt/.md essays; essay id = file name stem")
     p.add_argument("--anchors", type=Path, help="CSV 'essay_id,grade' of essays with known grades")
-    p.add_argument("--scale", default="swedish_8_anchor", help="grade scale of the anchors")
+    p.add_argument("--scale", default=DEFAULT_SCALE, help="grade scale of the anchors")
     p.add_argument("--assignment", type=Path, help="file with the task the students answered")
     p.add_argument("--judge", default="offline", help="offline | anthropic | openai | module:callable")
     p.add_argument("--model", help="provider model (default per provider)")
@@ -181,6 +181,12 @@ def _stored_batch(db_url: str, batch_id: str) -> StoredBatch | None:
         raise InputError(f"cannot use database {shown}: {exc}") from None
     try:
         problem = schema_problem(engine)
+        if problem is not None and sqlite and problem.startswith("is at schema revision"):
+            # the embedded database is cjflow's own: bring a file from an older cjflow up to date
+            from sinks.migrate import upgrade
+
+            upgrade(db_url)
+            problem = schema_problem(engine)
         if problem is not None:
             if sqlite:
                 return None  # embedded SQLite: the run creates the tables
@@ -222,6 +228,12 @@ def cmd_assess(args: argparse.Namespace) -> int:
         # A replay: the database keeps the first run's rows (their ids follow from the batch
         # id), so the output files show that run too, and the judge is not called again.
         result = _replay(stored, batch_id, events)
+        if result.status.value == "failed":  # the database keeps that result: a rerun cannot replace it
+            why = f"; last judge error: {result.last_error}" if result.last_error else ""
+            raise InputError(
+                f"batch {batch_id} failed before ({result.stop_reason}{why}); to assess it again pass a new"
+                " --batch-id or another --db"
+            )
         written = _write_outputs(result, args)
         print(ranking_table(result))
         print(f"\nbatch {batch_id}: already assessed, replayed the stored result without judging"

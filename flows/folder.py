@@ -170,6 +170,9 @@ def _banked_value(path: Path, lineno: int, extra: list[str]) -> tuple[float, flo
     return value, se
 
 
+DEFAULT_SCALE = "swedish_8_anchor"  # the CLI's --scale default
+
+
 def batch_id_for(
     folder: Path, essays: dict[str, str], anchors: dict[str, str], settings: BatchSettings,
     anchor_values: dict[str, tuple[float, float]] | None = None,
@@ -182,9 +185,12 @@ def batch_id_for(
     result depends on but the judge itself."""
     h = hashlib.sha256()
     payload: list[object] = [sorted(essays.items()), sorted(anchors.items()), settings.model_dump()]
-    # the rest only when given, so ids of batches without them stay as they were
+    # the rest only when given (the scale when not the default one), so ids of batches
+    # without them stay as they were before they were hashed
     if anchor_values:
         payload.append(sorted(anchor_values.items()))
+    if scale == DEFAULT_SCALE:
+        scale = None
     extra = {k: v for k, v in (("scale", scale), ("assignment", assignment)) if v}
     if extra:
         payload.append(extra)

@@ -7,7 +7,7 @@ import logging
 from datetime import timedelta
 from pathlib import Path
 
-from flows.folder import InputError
+from flows.folder import DEFAULT_SCALE, InputError
 from flows.settings import Settings, load_settings
 
 log = logging.getLogger("cjflow")
@@ -33,7 +33,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     submit = sub.add_parser("submit", help="publish a folder of essays as a batch to Kafka")
     submit.add_argument("folder", type=Path)
     submit.add_argument("--anchors", type=Path)
-    submit.add_argument("--scale", default="swedish_8_anchor")
+    submit.add_argument("--scale", default=DEFAULT_SCALE)
     submit.add_argument("--assignment", type=Path)
     submit.add_argument("--judge", default="offline")
     submit.add_argument("--model")

@@ -264,8 +264,7 @@ def test_batch_id_for_covers_every_input_of_the_batch(tmp_path):
         batch_id_for(tmp_path, essays, {"a": "A", "b": "E"}, s),
         batch_id_for(tmp_path, essays, anchors, BatchSettings(seed=1)),
         batch_id_for(tmp_path, essays, anchors, s, {"a": (1.0, 0.3), "b": (-1.0, 0.3)}),
-        batch_id_for(tmp_path, essays, anchors, s, scale="swedish_8_anchor"),
-        batch_id_for(tmp_path, essays, anchors, s, scale="eng5_np_legacy_9_step"),
+        batch_id_for(tmp_path, essays, anchors, s, scale="eng5_np_legacy_9_step"),  # not the default
         batch_id_for(tmp_path, essays, anchors, s, assignment="task one"),
         batch_id_for(tmp_path, essays, anchors, s, assignment="task two"),
     ]
@@ -520,3 +519,44 @@ def test_summary_notes_why_there_are_no_grades(examples, tmp_path):
     assert "no grades:" not in ranking_table(result) and "last judge error" not in ranking_table(result)
     table = ranking_table(result.model_copy(update={"grading_error": "anchors ordered against\nthe scale"}))
     assert table.splitlines()[-1] == "no grades: anchors ordered against the scale"
+
+
+# --- reruns against what an earlier run stored ---------------------------------------------------
+def test_rerun_of_a_failed_batch_says_how_to_assess_it_again(tmp_path, capsys):
+    folder = marker_essays(tmp_path, n=4)
+    args = ["assess", str(folder), "--judge", "cj_test_plugins:broken", "--out", str(tmp_path / "o"),
+            "--no-progress", "--no-png"]
+    assert main(args) == 1
+    capsys.readouterr()
+    assert main(args) == 2  # the stored failure is not replayed as if it were the answer
+    err = capsys.readouterr().err
+    assert "failed before (too_many_errors; last judge error: judge_error: RuntimeError: plug-in bug)" in err
+    assert "--batch-id" in err
+
+
+def test_rerun_brings_an_older_embedded_database_up_to_date_and_replays(tmp_path, examples, capsys):
+    from sinks.migrate import current_revision, downgrade, head_revision
+    from sqlalchemy import create_engine
+
+    out = tmp_path / "out"
+    args = ["assess", str(examples / "essays"), "--out", str(out), "--no-progress", "--no-png", "--budget", "20"]
+    assert main(args) == 0
+    url = f"sqlite:///{out / 'cjflow.sqlite3'}"
+    downgrade(url, "0002")  # as an older cjflow left it
+    engine = create_engine(url)
+    assert current_revision(engine) == "0002"
+    capsys.readouterr()
+    assert main(args) == 0
+    assert "replayed the stored result without judging" in capsys.readouterr().out
+    assert current_revision(engine) == head_revision()
+    engine.dispose()
+
+
+def test_the_default_scale_keeps_batch_ids_as_before(tmp_path):
+    from flows.folder import batch_id_for
+    from schemas import BatchSettings
+
+    essays, anchors, settings = {"a": "x", "b": "y"}, {"a": "A", "b": "F"}, BatchSettings()
+    same = batch_id_for(tmp_path, essays, anchors, settings)
+    assert batch_id_for(tmp_path, essays, anchors, settings, scale="swedish_8_anchor") == same
+    assert batch_id_for(tmp_path, essays, anchors, settings, scale="eng5_np_legacy_9_step") != same
