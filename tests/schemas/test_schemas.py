@@ -78,3 +78,21 @@ def test_banked_anchor_values_validate_and_round_trip():
     ]:
         with pytest.raises(ValidationError, match=message):
             EssaySubmitted.create("b", "e1", "text", **kw)
+
+
+def test_emitted_events_admit_fields_added_within_v1_and_inputs_stay_strict():
+    """A consumer validating results with the published schema keeps working when cjflow
+    adds an optional field; cjflow's own inputs still reject unknown fields (typos)."""
+    schemas = {name: json.loads(text) for name, text in render_schemas().items()}
+    result = json.loads(
+        AssessmentResult(
+            event_id="e", batch_id="b", status="completed", stop_reason="budget_spent", essays=[],
+            comparisons_valid=0, comparisons_errored=0, completion_target=0, duration_s=0.0,
+        ).to_json()
+    )
+    jsonschema.validate({**result, "a_field_added_later": 1}, schemas["assessment_result.schema.json"])
+    opened = json.loads(BatchOpened.create("b", 2).to_json())
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate({**opened, "expected_essay": 3}, schemas["batch_opened.schema.json"])
+    with pytest.raises(ValidationError):
+        BatchOpened.model_validate({**opened, "expected_essay": 3})
