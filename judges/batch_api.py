@@ -66,7 +66,9 @@ class AnthropicBatches:
                 elif result.type == "errored":
                     err = result.error.error
                     said = f"batch item errored: {getattr(err, 'message', err)}"
-                    quota = out_of_quota(getattr(err, "type", None))
+                    details = getattr(err, "details", None)  # spend limits name themselves here
+                    code = details.get("error_code") if isinstance(details, dict) else getattr(details, "error_code", None)
+                    quota = out_of_quota(getattr(err, "type", None), code)
                     if quota:  # as for a direct call: no retry will cure it
                         out[item.custom_id] = quota_error(quota, 402, said, {})
                         continue

@@ -37,6 +37,9 @@ DEFAULT_PRICES: dict[str, Price] = {
     "claude-3-5-haiku-latest": Price(input=0.80, output=4.00, cache_read=0.08, cache_write=1.00),
     "gpt-5.1": Price(input=1.25, output=10.00, cache_read=0.125, cache_write=0.0),
     "gpt-5": Price(input=1.25, output=10.00, cache_read=0.125, cache_write=0.0),
+    # ChatGPT's model behind the API, priced as the model it tracks
+    "gpt-5-chat-latest": Price(input=1.25, output=10.00, cache_read=0.125, cache_write=0.0),
+    "gpt-5.1-chat-latest": Price(input=1.25, output=10.00, cache_read=0.125, cache_write=0.0),
     "gpt-5-mini": Price(input=0.25, output=2.00, cache_read=0.025, cache_write=0.0),
     "gpt-5-nano": Price(input=0.05, output=0.40, cache_read=0.005, cache_write=0.0),
     "gpt-4.1": Price(input=2.00, output=8.00, cache_read=0.50, cache_write=0.0),

@@ -162,3 +162,8 @@ def test_an_out_of_quota_batch_item_is_the_same_auth_error(odd_fake, provider):
     (j,) = run(judge_all(judge, [request(0, f"[q=1] [fault={fault}]", "[q=2]")]))
     assert j.error_kind == ErrorKind.AUTH and "out of quota" in (j.error_detail or "")
     assert odd_fake.stats.batches == 1  # one batch: the item was not resubmitted
+
+
+def test_chat_latest_models_keep_their_price():
+    assert price_for("gpt-5-chat-latest") == DEFAULT_PRICES["gpt-5"]
+    assert price_for("gpt-5.1-chat-latest") == DEFAULT_PRICES["gpt-5.1"]
