@@ -131,6 +131,9 @@ def prepare_batch(args: argparse.Namespace) -> tuple[str, list, BatchSettings]:
             assignment = args.assignment.read_text(encoding="utf-8").strip()
         except (OSError, UnicodeDecodeError) as exc:
             raise InputError(f"cannot read assignment {args.assignment}: {exc}") from None
+        if "\x00" in assignment:
+            raise InputError(f"assignment {args.assignment} contains a NUL character (\\x00), which the database"
+                             " cannot store")
     if args.budget is not None and args.budget < 1:
         raise InputError("--budget must be at least 1")
     options = {
@@ -183,9 +186,14 @@ def _stored_batch(db_url: str, batch_id: str) -> StoredBatch | None:
         problem = schema_problem(engine)
         if problem is not None and sqlite and problem.startswith("is at schema revision"):
             # the embedded database is cjflow's own: bring a file from an older cjflow up to date
+            from alembic.util import CommandError
+
             from sinks.migrate import upgrade
 
-            upgrade(db_url)
+            try:
+                upgrade(db_url)
+            except CommandError:  # a revision this cjflow does not know: written by a newer one
+                raise InputError(f"database {shown} {problem}: it was written by a newer cjflow") from None
             problem = schema_problem(engine)
         if problem is not None:
             if sqlite:

@@ -47,7 +47,13 @@ def decoded(step_id: str, flow_in: Stream[Any], adapter: TypeAdapter[Any]) -> St
 
     def _one(msg: Any) -> Envelope:
         if isinstance(msg, KafkaSourceMessage):
-            event = decode(adapter, msg.value, msg.key, msg.topic or "?", msg.partition, msg.offset)
+            try:
+                event = decode(adapter, msg.value, msg.key, msg.topic or "?", msg.partition, msg.offset)
+            except Exception as exc:  # noqa: BLE001 - one message must not stop the flow (it would replay)
+                event = DeadLetter.create(
+                    None, f"undecodable: {type(exc).__name__}", msg.topic or "?", msg.value or b"",
+                    partition=msg.partition, offset=msg.offset,
+                )
         else:
             err = getattr(msg, "err", msg)
             event = DeadLetter.create(None, f"kafka consumer error: {err}", "kafka", b"")

@@ -56,6 +56,12 @@ REISSUE_KINDS = frozenset(
     }
 )
 
+# Failures that say nothing about the judge itself (the provider was busy or unreachable).
+TRANSIENT_KINDS = frozenset(
+    k.value for k in (ErrorKind.RATE_LIMITED, ErrorKind.OVERLOADED, ErrorKind.SERVER_ERROR, ErrorKind.TIMEOUT,
+                      ErrorKind.CONNECTION, ErrorKind.DEADLINE)
+)
+
 Inbound = Union[BatchOpened, EssaySubmitted, Judgement]
 Outbound = Union[
     BatchOpened, EssaySubmitted, ComparisonRequested, Judgement, AssessmentResult, ResourceUsage, DeadLetter
@@ -326,15 +332,18 @@ class BatchMachine:
     def _error_cap(self, n: int) -> int:
         """Comparisons that may fail for good (after every retry) before the batch gives up.
 
-        Before any valid judgement, two windows in flight: a judge that fails everything
-        (after its own retries and the reissues) stops the batch within tens of calls, not
-        the budget times the attempts. After one, as many as the batch would ever need to
+        Before any valid judgement and with only non-transient errors, two windows in flight
+        (at least 8): a judge that fails everything stops the batch within tens of calls, not
+        the budget times the attempts. Otherwise as many as the batch would ever need to
         succeed (its completion target, at least two windows), within the budget.
         """
         assert self.opened is not None
         s = self.opened.settings
-        if not self.valid_order:  # nothing has worked yet: two windows of failures are enough
-            return max(1, min(s.budget, 2 * s.in_flight))
+        if not self.valid_order and not TRANSIENT_KINDS & self.errors_by_kind.keys():
+            # Nothing has worked and nothing failed for a passing reason (a broken plug-in, a
+            # judge that cannot be built, a bad key): two windows, at least 8, are enough. An
+            # outage (rate limits, overload, 5xx, timeouts) waits for the usual cap.
+            return max(1, min(s.budget, max(8, 2 * s.in_flight)))
         target = completion_target(n, self._rule()) if n >= 2 else 0
         return max(1, min(s.budget, max(target, 2 * s.in_flight)))
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 from datetime import datetime
 from enum import StrEnum
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, field_validator, model_validator
 
@@ -19,11 +19,16 @@ MAX_ESSAY_CHARS = 60_000
 MAX_BATCH_ESSAYS = 10_000
 
 
-def _strip_nul(value: object) -> object:
-    """Text cjflow writes itself may carry NUL from a judge or an error; Postgres text cannot
-    hold it, so it is escaped rather than the record lost. (Input with NUL is dead-lettered
-    at decoding, `operators/codec.py`.)"""
-    return value.replace("\x00", "\\x00") if isinstance(value, str) else value
+def _escape_nul(limit: int) -> Any:
+    """A before-validator for text cjflow writes itself, which may carry NUL from a judge, an
+    error or bad input: Postgres text cannot hold it, so it is escaped (then cut to the
+    field's `limit`, since escaping lengthens it) rather than the record lost. (Input with
+    NUL is dead-lettered at decoding, `operators/codec.py`.)"""
+
+    def escape(value: object) -> object:
+        return value.replace("\x00", "\\x00")[:limit] if isinstance(value, str) else value
+
+    return escape
 
 
 class ErrorKind(StrEnum):
@@ -202,7 +207,8 @@ class Judgement(Envelope):
     cost_usd: float = Field(default=0.0, ge=0)
     latency_ms: float = Field(default=0.0, ge=0)
 
-    _strip_nul = field_validator("justification", "error_detail", mode="before")(_strip_nul)
+    _nul_justification = field_validator("justification", mode="before")(_escape_nul(1000))
+    _nul_detail = field_validator("error_detail", mode="before")(_escape_nul(500))
 
     @classmethod
     def for_request(cls, request: ComparisonRequested, **kw: object) -> Judgement:
@@ -308,7 +314,9 @@ class DeadLetter(Envelope):
 
     # The key, reason and type come from the bad input itself: a NUL there must not make the
     # dead letter unstorable too.
-    _strip_nul = field_validator("batch_id", "reason", "source", "original_event_type", mode="before")(_strip_nul)
+    _nul_batch = field_validator("batch_id", mode="before")(_escape_nul(200))
+    _nul_reason = field_validator("reason", mode="before")(_escape_nul(2000))
+    _nul_other = field_validator("source", "original_event_type", mode="before")(_escape_nul(1000))
 
     @classmethod
     def create(

@@ -560,3 +560,23 @@ def test_the_default_scale_keeps_batch_ids_as_before(tmp_path):
     same = batch_id_for(tmp_path, essays, anchors, settings)
     assert batch_id_for(tmp_path, essays, anchors, settings, scale="swedish_8_anchor") == same
     assert batch_id_for(tmp_path, essays, anchors, settings, scale="eng5_np_legacy_9_step") != same
+
+
+def test_a_nul_in_the_assignment_is_refused(tmp_path, examples):
+    task = tmp_path / "task.txt"
+    task.write_text("Write about\x00 school.")
+    assess_fails_in_one_line(tmp_path, [str(examples / "essays"), "--assignment", str(task)], "contains a NUL character")
+
+
+def test_an_embedded_database_from_a_newer_cjflow_is_refused_in_one_line(tmp_path, examples, capsys):
+    out = tmp_path / "out"
+    args = ["assess", str(examples / "essays"), "--out", str(out), "--no-progress", "--no-png", "--budget", "20"]
+    assert main(args) == 0
+    con = sqlite3.connect(out / "cjflow.sqlite3")
+    with con:
+        con.execute("update alembic_version set version_num = '0099'")
+    con.close()
+    capsys.readouterr()
+    assert main(args) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "written by a newer cjflow" in err, err

@@ -381,3 +381,20 @@ def test_a_snapshot_from_before_the_early_wait_was_kept_still_times_out():
     del snap["early_since"], snap["last_error"]  # as written before they existed
     restored = BatchMachine.restore(snap)
     assert restored.next_timer() is not None and restored.next_timer() > datetime.now(UTC)
+
+
+def test_an_outage_at_the_start_does_not_fail_the_batch():
+    """Rate limits or overload before the first valid judgement wait for the usual cap."""
+    m, out = open_batch(n=5, budget=20, in_flight=1, max_attempts=3)
+    pending, results, calls = requests(out), [], 0
+    while pending:
+        req = pending.pop(0)
+        calls += 1
+        if calls <= 12:  # the provider is overloaded for the first 12 calls (4 comparisons x 3)
+            new = m.handle(answer(req, winner="error", error_kind=ErrorKind.OVERLOADED), T0)
+        else:
+            new = m.handle(answer(req), T0)
+        pending += requests(new)
+        results += [e for e in new if isinstance(e, AssessmentResult)]
+    (r,) = results
+    assert r.status.value == "completed" and r.comparisons_valid == 20 and r.comparisons_errored == 4
