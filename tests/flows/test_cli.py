@@ -535,8 +535,9 @@ def test_rerun_of_a_failed_batch_says_how_to_assess_it_again(tmp_path, capsys):
 
 
 def test_rerun_brings_an_older_embedded_database_up_to_date_and_replays(tmp_path, examples, capsys):
-    from sinks.migrate import current_revision, downgrade, head_revision
     from sqlalchemy import create_engine
+
+    from sinks.migrate import current_revision, downgrade, head_revision
 
     out = tmp_path / "out"
     args = ["assess", str(examples / "essays"), "--out", str(out), "--no-progress", "--no-png", "--budget", "20"]
