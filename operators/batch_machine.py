@@ -88,6 +88,7 @@ class Comparison:
     deadline: float  # epoch seconds of the current attempt
     state: int = FLIGHT
     first_won: bool = False
+    hard: bool = False  # failed for good for a reason about the pair (refused, bad request...)
 
 
 def comparison_id(batch_id: str, seq: int) -> str:
@@ -281,7 +282,11 @@ class BatchMachine:
             c.attempt += 1
             return [self._request(seq, c, now)]
         c.state = ERROR
-        self._issued = None  # an errored pair may be asked again
+        # A pair that failed for a passing reason (outage) may be asked again; one the judge
+        # refuses or rejects counts as asked, or an essay it always refuses would be paired
+        # again and again (it has the widest posterior) until the budget is gone.
+        c.hard = kind.value not in TRANSIENT_KINDS
+        self._issued = None
         self._in_flight -= 1
         self._n_error += 1
         return []
@@ -301,7 +306,7 @@ class BatchMachine:
         if want > 0 and in_flight <= int(s.in_flight * self.TOP_UP_AT):
             fit = self.fit(fresh=False)  # refits only when enough new judgements arrived
             if self._issued is None:
-                self._issued = [(c.first, c.second) for c in self.comps if c.state != ERROR]
+                self._issued = [(c.first, c.second) for c in self.comps if c.state != ERROR or c.hard]
             issued = self._issued
             rng = np.random.default_rng([s.seed, len(self.comps)])
             pairs = select_pairs(
@@ -599,7 +604,9 @@ class BatchMachine:
             "early_since": self.early_since.isoformat() if self.early_since else None,
             "last_error": self.last_error,
             "rejected": self.rejected,
-            "comps": [] if done else [(c.first, c.second, c.attempt, c.deadline, c.state, c.first_won) for c in self.comps],
+            "comps": [] if done else [
+                (c.first, c.second, c.attempt, c.deadline, c.state, c.first_won, c.hard) for c in self.comps
+            ],
             "order": [] if done else self.valid_order,
             "fit_n": self.fit_n,
             "errors": dict(self.errors_by_kind),

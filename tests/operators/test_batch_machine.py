@@ -398,3 +398,30 @@ def test_an_outage_at_the_start_does_not_fail_the_batch():
         results += [e for e in new if isinstance(e, AssessmentResult)]
     (r,) = results
     assert r.status.value == "completed" and r.comparisons_valid == 20 and r.comparisons_errored == 4
+
+
+def test_an_essay_the_judge_always_refuses_is_not_paired_again_and_again():
+    """Each of its pairs is tried (and retried) once per level, not until the budget is gone."""
+    m, out = open_batch(n=6, budget=60, in_flight=1, max_attempts=2)
+    pending, results = requests(out), []
+    while pending:
+        req = pending.pop(0)
+        if "e3" in (req.essay_a.essay_id, req.essay_b.essay_id):
+            new = m.handle(answer(req, winner="error", error_kind=ErrorKind.REFUSED), T0)
+        else:
+            new = m.handle(answer(req), T0)
+        pending += requests(new)
+        results += [e for e in new if isinstance(e, AssessmentResult)]
+    (r,) = results
+    # 5 partners, each pair at most twice (max_repeats 2): not 60 failures
+    assert r.comparisons_errored <= 10
+    assert r.comparisons_valid >= 20  # the other essays got compared (10 pairs, twice)
+    e3 = next(e for e in r.essays if e.essay_id == "e3")
+    assert e3.comparisons == 0
+
+
+def test_a_hard_failure_survives_a_snapshot():
+    m, out = open_batch(n=4, in_flight=1)
+    m.handle(answer(requests(out)[0], winner="error", error_kind=ErrorKind.REFUSED), T0)
+    m2 = BatchMachine.restore(pickle.loads(pickle.dumps(m.snapshot())))
+    assert [c.hard for c in m2.comps if c.state == 2] == [True]
