@@ -530,7 +530,7 @@ def test_rerun_of_a_failed_batch_says_how_to_assess_it_again(tmp_path, capsys):
     capsys.readouterr()
     assert main(args) == 2  # the stored failure is not replayed as if it were the answer
     err = capsys.readouterr().err
-    assert "failed before (too_many_errors; last judge error: judge_error: RuntimeError: plug-in bug)" in err
+    assert "failed before (" in err and "last judge error: judge_error: RuntimeError: plug-in bug)" in err
     assert "--batch-id" in err
 
 
