@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import zlib
 from typing import Any
 
@@ -15,6 +16,8 @@ from operators.codec import decode, reason_label
 from schemas import AssessmentResult, ComparisonRequested, DeadLetter, Judgement, ResourceUsage
 from schemas.envelope import Envelope
 from telemetry.metrics import DEAD_LETTERS
+
+log = logging.getLogger("cjflow")
 
 # The largest message the flows produce: a result of MAX_BATCH_ESSAYS essays (about 0.5 KB
 # each). librdkafka refuses bigger ones at produce time, and Kafka topics default to 1 MB,
@@ -49,9 +52,11 @@ def decoded(step_id: str, flow_in: Stream[Any], adapter: TypeAdapter[Any]) -> St
         if isinstance(msg, KafkaSourceMessage):
             try:
                 event = decode(adapter, msg.value, msg.key, msg.topic or "?", msg.partition, msg.offset)
-            except Exception as exc:  # noqa: BLE001 - one message must not stop the flow (it would replay)
+            except Exception as exc:  # one message must not stop the flow (it would replay)
+                log.exception("cannot decode %s[%s]@%s: dead-lettered", msg.topic, msg.partition, msg.offset)
+                key = msg.key.decode("utf-8", "replace") if msg.key else None
                 event = DeadLetter.create(
-                    None, f"undecodable: {type(exc).__name__}", msg.topic or "?", msg.value or b"",
+                    key, f"undecodable: {type(exc).__name__}: {exc}", msg.topic or "?", msg.value or b"",
                     partition=msg.partition, offset=msg.offset,
                 )
         else:

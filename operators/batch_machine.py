@@ -56,6 +56,12 @@ REISSUE_KINDS = frozenset(
     }
 )
 
+# Failures about the pair itself: the judge refused it, the provider rejected the request, or
+# the answer never fit. Such a pair counts as asked; others (outages, a bad key, a broken
+# plug-in) say nothing about the pair and it may be asked again.
+PAIR_KINDS = frozenset(
+    k.value for k in (ErrorKind.REFUSED, ErrorKind.BAD_REQUEST, ErrorKind.MAX_TOKENS, ErrorKind.INVALID_OUTPUT)
+)
 # Failures that say nothing about the judge itself (the provider was busy or unreachable).
 TRANSIENT_KINDS = frozenset(
     k.value for k in (ErrorKind.RATE_LIMITED, ErrorKind.OVERLOADED, ErrorKind.SERVER_ERROR, ErrorKind.TIMEOUT,
@@ -282,10 +288,10 @@ class BatchMachine:
             c.attempt += 1
             return [self._request(seq, c, now)]
         c.state = ERROR
-        # A pair that failed for a passing reason (outage) may be asked again; one the judge
-        # refuses or rejects counts as asked, or an essay it always refuses would be paired
-        # again and again (it has the widest posterior) until the budget is gone.
-        c.hard = kind.value not in TRANSIENT_KINDS
+        # A pair the judge refuses or rejects counts as asked, or an essay it always refuses
+        # would be paired again and again (it has the widest posterior) until the budget is
+        # gone; any other failure may be asked again.
+        c.hard = kind.value in PAIR_KINDS
         self._issued = None
         self._in_flight -= 1
         self._n_error += 1
@@ -498,7 +504,8 @@ class BatchMachine:
             rank[order] = np.arange(1, n + 1)
             for i in order:
                 e = self.essays[i]
-                p = projections[i] if projections else None
+                # an essay with no valid comparison has only its prior: no grade to project
+                p = projections[i] if projections and counts[i] > 0 else None
                 essays.append(
                     EssayResult(
                         essay_id=e.essay_id,
@@ -516,9 +523,10 @@ class BatchMachine:
                     )
                 )
         missing = self.opened.expected_essays - len(self.essays)
+        unjudged = any(e.comparisons == 0 for e in essays)  # e.g. the judge refused every pair with it
         if n_valid == 0 or n < 2:
             status = BatchStatus.FAILED
-        elif missing > 0 or reason == "too_many_errors":
+        elif missing > 0 or reason == "too_many_errors" or unjudged:
             status = BatchStatus.PARTIAL
         else:
             status = BatchStatus.COMPLETED

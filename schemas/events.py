@@ -316,7 +316,8 @@ class DeadLetter(Envelope):
     # dead letter unstorable too.
     _nul_batch = field_validator("batch_id", mode="before")(_escape_nul(200))
     _nul_reason = field_validator("reason", mode="before")(_escape_nul(2000))
-    _nul_other = field_validator("source", "original_event_type", mode="before")(_escape_nul(1000))
+    _nul_source = field_validator("source", mode="before")(_escape_nul(250))  # the columns' widths
+    _nul_type = field_validator("original_event_type", mode="before")(_escape_nul(100))
 
     @classmethod
     def create(

@@ -33,3 +33,20 @@ def test_decoding_dead_letters_are_counted_by_reason() -> None:
     assert [type(e) for e in out] == [BatchOpened, DeadLetter, DeadLetter]
     assert all(d.reason.startswith("invalid JSON") for d in out[1:])
     assert _count("invalid JSON") - before == 2
+
+
+def test_a_message_that_breaks_decoding_is_dead_lettered_with_the_error(monkeypatch, caplog) -> None:
+    def broken(*args, **kwargs):
+        raise RuntimeError("decoder bug")
+
+    monkeypatch.setattr(kafka_io, "decode", broken)
+    msg = KafkaSourceMessage(key=b"b7", value=b"{}", topic="t", partition=2, offset=41)
+    out: list = []
+    flow = Dataflow("decode-bug")
+    stream = op.input("in", flow, TestingSource([msg]))
+    op.output("out", kafka_io.decoded("decode", stream, TypeAdapter(BatchOpened)), TestingSink(out))
+    run_main(flow)
+    (dl,) = out
+    assert isinstance(dl, DeadLetter) and dl.reason == "undecodable: RuntimeError: decoder bug"
+    assert (dl.batch_id, dl.partition, dl.offset, dl.source) == ("b7", 2, 41, "t")
+    assert "decoder bug" in caplog.text

@@ -402,7 +402,7 @@ def test_an_outage_at_the_start_does_not_fail_the_batch():
 
 def test_an_essay_the_judge_always_refuses_is_not_paired_again_and_again():
     """Each of its pairs is tried (and retried) once per level, not until the budget is gone."""
-    m, out = open_batch(n=6, budget=60, in_flight=1, max_attempts=2)
+    m, out = open_batch(n=6, budget=60, in_flight=1, max_attempts=2, anchors={0: "E", 5: "A"})
     pending, results = requests(out), []
     while pending:
         req = pending.pop(0)
@@ -418,6 +418,9 @@ def test_an_essay_the_judge_always_refuses_is_not_paired_again_and_again():
     assert r.comparisons_valid >= 20  # the other essays got compared (10 pairs, twice)
     e3 = next(e for e in r.essays if e.essay_id == "e3")
     assert e3.comparisons == 0
+    # it was never judged: the batch is partial and the essay gets no grade from its prior
+    assert r.status.value == "partial" and e3.projected_grade is None and e3.grade_probabilities is None
+    assert all(e.projected_grade for e in r.essays if e.essay_id != "e3")
 
 
 def test_a_hard_failure_survives_a_snapshot():
@@ -425,3 +428,19 @@ def test_a_hard_failure_survives_a_snapshot():
     m.handle(answer(requests(out)[0], winner="error", error_kind=ErrorKind.REFUSED), T0)
     m2 = BatchMachine.restore(pickle.loads(pickle.dumps(m.snapshot())))
     assert [c.hard for c in m2.comps if c.state == 2] == [True]
+
+
+
+def test_a_bad_key_midway_does_not_use_up_pairs():
+    """Failures about the judge (here a bad key) leave the pair to be asked again."""
+    m, out = open_batch(n=5, budget=20, in_flight=1, max_attempts=1)
+    pending, results, calls = requests(out), [], 0
+    while pending:
+        req = pending.pop(0)
+        calls += 1
+        kw = {"winner": "error", "error_kind": ErrorKind.AUTH} if 5 <= calls <= 10 else {}
+        new = m.handle(answer(req, **kw), T0)
+        pending += requests(new)
+        results += [e for e in new if isinstance(e, AssessmentResult)]
+    (r,) = results
+    assert r.status.value == "completed" and r.comparisons_valid == 20
