@@ -59,6 +59,19 @@ def run_to_end(m, out, now=T0):
     return results
 
 
+
+def run_answering(m, out, reply):
+    """Answer every request until the batch ends; `reply(call_no, request)` gives the answer's
+    fields (e.g. an error) or None for the right answer. Returns (results, calls made)."""
+    pending, results, calls = requests(out), [], 0
+    while pending:
+        req = pending.pop(0)
+        calls += 1
+        new = m.handle(answer(req, **(reply(calls, req) or {})), T0)
+        pending += requests(new)
+        results += [e for e in new if isinstance(e, AssessmentResult)]
+    return results, calls
+
 def test_collects_then_keeps_k_in_flight():
     m, out = open_batch(n=6, in_flight=4)
     assert m.phase == "comparing"
@@ -290,14 +303,8 @@ def test_restore_reads_snapshots_from_before_banked_values():
 
 def test_a_judge_that_always_fails_stops_after_the_completion_target_and_says_why():
     m, out = open_batch(n=5, budget=350, in_flight=4, max_attempts=3)
-    pending, results, calls = requests(out), [], 0
-    while pending:
-        req = pending.pop(0)
-        calls += 1
-        new = m.handle(answer(req, winner="error", error_kind=ErrorKind.JUDGE_ERROR,
-                              error_detail="RuntimeError: nope"), T0)
-        pending += requests(new)
-        results += [e for e in new if isinstance(e, AssessmentResult)]
+    fail = {"winner": "error", "error_kind": ErrorKind.JUDGE_ERROR, "error_detail": "RuntimeError: nope"}
+    results, calls = run_answering(m, out, lambda _n, _req: fail)
     assert len(results) == 1
     r = results[0]
     assert r.stop_reason == "too_many_errors" and r.status.value == "failed"
@@ -386,33 +393,19 @@ def test_a_snapshot_from_before_the_early_wait_was_kept_still_times_out():
 def test_an_outage_at_the_start_does_not_fail_the_batch():
     """Rate limits or overload before the first valid judgement wait for the usual cap."""
     m, out = open_batch(n=5, budget=20, in_flight=1, max_attempts=3)
-    pending, results, calls = requests(out), [], 0
-    while pending:
-        req = pending.pop(0)
-        calls += 1
-        if calls <= 12:  # the provider is overloaded for the first 12 calls (4 comparisons x 3)
-            new = m.handle(answer(req, winner="error", error_kind=ErrorKind.OVERLOADED), T0)
-        else:
-            new = m.handle(answer(req), T0)
-        pending += requests(new)
-        results += [e for e in new if isinstance(e, AssessmentResult)]
-    (r,) = results
+    # the provider is overloaded for the first 12 calls (4 comparisons x 3 attempts)
+    overloaded = {"winner": "error", "error_kind": ErrorKind.OVERLOADED}
+    (r,), _ = run_answering(m, out, lambda n, _req: overloaded if n <= 12 else None)
     assert r.status.value == "completed" and r.comparisons_valid == 20 and r.comparisons_errored == 4
 
 
 def test_an_essay_the_judge_always_refuses_is_not_paired_again_and_again():
     """Each of its pairs is tried (and retried) once per level, not until the budget is gone."""
     m, out = open_batch(n=6, budget=60, in_flight=1, max_attempts=2, anchors={0: "E", 5: "A"})
-    pending, results = requests(out), []
-    while pending:
-        req = pending.pop(0)
-        if "e3" in (req.essay_a.essay_id, req.essay_b.essay_id):
-            new = m.handle(answer(req, winner="error", error_kind=ErrorKind.REFUSED), T0)
-        else:
-            new = m.handle(answer(req), T0)
-        pending += requests(new)
-        results += [e for e in new if isinstance(e, AssessmentResult)]
-    (r,) = results
+    refused = {"winner": "error", "error_kind": ErrorKind.REFUSED}
+    (r,), _ = run_answering(
+        m, out, lambda _n, req: refused if "e3" in (req.essay_a.essay_id, req.essay_b.essay_id) else None
+    )
     # 5 partners, each pair at most twice (max_repeats 2): not 60 failures
     assert r.comparisons_errored <= 10
     assert r.comparisons_valid >= 20  # the other essays got compared (10 pairs, twice)
@@ -434,13 +427,6 @@ def test_a_hard_failure_survives_a_snapshot():
 def test_a_bad_key_midway_does_not_use_up_pairs():
     """Failures about the judge (here a bad key) leave the pair to be asked again."""
     m, out = open_batch(n=5, budget=20, in_flight=1, max_attempts=1)
-    pending, results, calls = requests(out), [], 0
-    while pending:
-        req = pending.pop(0)
-        calls += 1
-        kw = {"winner": "error", "error_kind": ErrorKind.AUTH} if 5 <= calls <= 10 else {}
-        new = m.handle(answer(req, **kw), T0)
-        pending += requests(new)
-        results += [e for e in new if isinstance(e, AssessmentResult)]
-    (r,) = results
+    bad_key = {"winner": "error", "error_kind": ErrorKind.AUTH}
+    (r,), _ = run_answering(m, out, lambda n, _req: bad_key if 5 <= n <= 10 else None)
     assert r.status.value == "completed" and r.comparisons_valid == 20
