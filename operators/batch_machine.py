@@ -95,6 +95,7 @@ class Comparison:
     state: int = FLIGHT
     first_won: bool = False
     hard: bool = False  # failed for good for a reason about the pair (refused, bad request...)
+    transient: bool = False  # failed for good for a passing reason (outage)
 
 
 def comparison_id(batch_id: str, seq: int) -> str:
@@ -134,6 +135,7 @@ class BatchMachine:
         self._fit_at = -1
         self._in_flight = 0
         self._n_error = 0
+        self._n_lasting = 0  # of them, failed for a reason that does not pass (a bad key, a broken judge)
         self._issued: list[tuple[int, int]] | None = None  # pairs asked (not errored), derived
         # valid comparisons as columns, in answer order, and per-essay counts: derived
         self._vf: list[int] = []
@@ -292,6 +294,8 @@ class BatchMachine:
         # would be paired again and again (it has the widest posterior) until the budget is
         # gone; any other failure may be asked again.
         c.hard = kind.value in PAIR_KINDS
+        c.transient = kind.value in TRANSIENT_KINDS
+        self._n_lasting += not c.transient
         self._issued = None
         self._in_flight -= 1
         self._n_error += 1
@@ -328,7 +332,7 @@ class BatchMachine:
                 out.append(self._request(seq, c, now))
                 in_flight += 1
         self._in_flight = in_flight
-        if n_error >= self._error_cap(n):
+        if n_error >= self._error_cap(n) or self._never_worked():
             return out + self._finish("too_many_errors", now)
         valid_per_essay = self._valid_per_essay()
         reason = stop_reason(self._rule(), n, valid_per_essay, n_valid, self._current_fit(), pairs_left)
@@ -340,21 +344,22 @@ class BatchMachine:
             return out + self._finish(str(reason), now)
         return out
 
-    def _error_cap(self, n: int) -> int:
-        """Comparisons that may fail for good (after every retry) before the batch gives up.
-
-        Before any valid judgement and with only non-transient errors, two windows in flight
-        (at least 8): a judge that fails everything stops the batch within tens of calls, not
-        the budget times the attempts. Otherwise as many as the batch would ever need to
-        succeed (its completion target, at least two windows), within the budget.
-        """
+    def _never_worked(self) -> bool:
+        """Nothing has worked and two windows in flight (at least 8 comparisons) failed for
+        good for reasons that do not pass (a broken plug-in, a judge that cannot be built, a
+        bad key): the judge does not work, and the batch stops within tens of calls rather
+        than the budget times the attempts. Outages (rate limits, overload, 5xx, timeouts)
+        do not count here; they wait for the usual cap."""
         assert self.opened is not None
         s = self.opened.settings
-        if not self.valid_order and not TRANSIENT_KINDS & self.errors_by_kind.keys():
-            # Nothing has worked and nothing failed for a passing reason (a broken plug-in, a
-            # judge that cannot be built, a bad key): two windows, at least 8, are enough. An
-            # outage (rate limits, overload, 5xx, timeouts) waits for the usual cap.
-            return max(1, min(s.budget, max(8, 2 * s.in_flight)))
+        return not self.valid_order and self._n_lasting >= min(s.budget, max(8, 2 * s.in_flight))
+
+    def _error_cap(self, n: int) -> int:
+        """Comparisons that may fail for good (after every retry) before the batch gives up:
+        as many as it would ever need to succeed (its completion target, at least two windows
+        in flight), within the budget."""
+        assert self.opened is not None
+        s = self.opened.settings
         target = completion_target(n, self._rule()) if n >= 2 else 0
         return max(1, min(s.budget, max(target, 2 * s.in_flight)))
 
@@ -613,7 +618,8 @@ class BatchMachine:
             "last_error": self.last_error,
             "rejected": self.rejected,
             "comps": [] if done else [
-                (c.first, c.second, c.attempt, c.deadline, c.state, c.first_won, c.hard) for c in self.comps
+                (c.first, c.second, c.attempt, c.deadline, c.state, c.first_won, c.hard, c.transient)
+                for c in self.comps
             ],
             "order": [] if done else self.valid_order,
             "fit_n": self.fit_n,
@@ -650,6 +656,7 @@ class BatchMachine:
         m.fit_n = snap["fit_n"]
         m._in_flight = sum(1 for c in m.comps if c.state == FLIGHT)
         m._n_error = sum(1 for c in m.comps if c.state == ERROR)
+        m._n_lasting = sum(1 for c in m.comps if c.state == ERROR and not c.transient)
         m.errors_by_kind = Counter(snap["errors"])
         m.usage = {(u[0], u[1]): list(u[2:]) for u in snap["usage"]}
         m.strays, m.duplicates = snap["strays"], snap["duplicates"]

@@ -430,3 +430,20 @@ def test_a_bad_key_midway_does_not_use_up_pairs():
     bad_key = {"winner": "error", "error_kind": ErrorKind.AUTH}
     (r,), _ = run_answering(m, out, lambda n, _req: bad_key if 5 <= n <= 10 else None)
     assert r.status.value == "completed" and r.comparisons_valid == 20
+
+
+def test_one_passing_error_does_not_hide_a_judge_that_never_works():
+    """A deadline while the judge starts up, then a bad key on everything: still stops early."""
+    m, out = open_batch(n=8, budget=350, in_flight=4, max_attempts=1)
+    deadline = {"winner": "error", "error_kind": ErrorKind.TIMEOUT}
+    bad_key = {"winner": "error", "error_kind": ErrorKind.AUTH}
+    (r,), calls = run_answering(m, out, lambda n, _req: deadline if n == 1 else bad_key)
+    assert r.stop_reason == "too_many_errors" and r.status.value == "failed"
+    assert r.comparisons_errored <= 8 + 4 and calls <= 8 + 1 + 4
+    # and it comes back the same from a snapshot taken midway
+    m, out = open_batch(n=8, budget=350, in_flight=4, max_attempts=1)
+    first = requests(out)
+    m.handle(answer(first[0], **deadline), T0)
+    m.handle(answer(first[1], **bad_key), T0)
+    twin = BatchMachine.restore(pickle.loads(pickle.dumps(m.snapshot())))
+    assert twin._n_lasting == m._n_lasting == 1 and twin._n_error == m._n_error == 2
