@@ -94,8 +94,17 @@ class Comparison:
     deadline: float  # epoch seconds of the current attempt
     state: int = FLIGHT
     first_won: bool = False
-    hard: bool = False  # failed for good for a reason about the pair (refused, bad request...)
-    transient: bool = False  # failed for good for a passing reason (outage)
+    failed_kind: str | None = None  # why it failed for good (an ErrorKind value)
+
+    @property
+    def hard(self) -> bool:
+        """Failed for a reason about the pair (refused, bad request...): it counts as asked."""
+        return self.failed_kind in PAIR_KINDS
+
+    @property
+    def lasting(self) -> bool:
+        """Failed for a reason that does not pass (a bad key, a broken judge), not an outage."""
+        return self.failed_kind is not None and self.failed_kind not in TRANSIENT_KINDS
 
 
 def comparison_id(batch_id: str, seq: int) -> str:
@@ -293,9 +302,8 @@ class BatchMachine:
         # A pair the judge refuses or rejects counts as asked, or an essay it always refuses
         # would be paired again and again (it has the widest posterior) until the budget is
         # gone; any other failure may be asked again.
-        c.hard = kind.value in PAIR_KINDS
-        c.transient = kind.value in TRANSIENT_KINDS
-        self._n_lasting += not c.transient
+        c.failed_kind = kind.value
+        self._n_lasting += c.lasting
         self._issued = None
         self._in_flight -= 1
         self._n_error += 1
@@ -618,7 +626,7 @@ class BatchMachine:
             "last_error": self.last_error,
             "rejected": self.rejected,
             "comps": [] if done else [
-                (c.first, c.second, c.attempt, c.deadline, c.state, c.first_won, c.hard, c.transient)
+                (c.first, c.second, c.attempt, c.deadline, c.state, c.first_won, c.failed_kind)
                 for c in self.comps
             ],
             "order": [] if done else self.valid_order,
@@ -656,7 +664,7 @@ class BatchMachine:
         m.fit_n = snap["fit_n"]
         m._in_flight = sum(1 for c in m.comps if c.state == FLIGHT)
         m._n_error = sum(1 for c in m.comps if c.state == ERROR)
-        m._n_lasting = sum(1 for c in m.comps if c.state == ERROR and not c.transient)
+        m._n_lasting = sum(1 for c in m.comps if c.lasting)
         m.errors_by_kind = Counter(snap["errors"])
         m.usage = {(u[0], u[1]): list(u[2:]) for u in snap["usage"]}
         m.strays, m.duplicates = snap["strays"], snap["duplicates"]
