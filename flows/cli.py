@@ -10,11 +10,9 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from flows.folder import DEFAULT_SCALE, InputError
+from flows.folder import DEFAULT_SCALE, InputError, first_error
 
 if TYPE_CHECKING:
-    from pydantic import ValidationError
-
     from flows.embedded import StoredBatch
     from schemas import AssessmentResult, BatchSettings
 
@@ -94,15 +92,6 @@ _OPTION_OF_SETTING = {
 }
 
 
-def _first_error(exc: ValidationError, options: dict[str, str] | None = None) -> str:
-    """A pydantic error as one line: 'where: what' (the option name when there is one)."""
-    err = exc.errors()[0]
-    loc = [str(x) for x in err.get("loc", ())]
-    where = (options or {}).get(loc[0], ".".join(loc)) if loc else ""
-    given = f" (got {err['input']!r})" if options and loc and loc[0] in options and "input" in err else ""
-    return f"{where}: {err['msg']}{given}" if where else str(err["msg"])
-
-
 def prepare_batch(args: argparse.Namespace) -> tuple[str, list, BatchSettings]:
     """Folder + anchors + options -> (batch id, batch events, settings); InputError if bad."""
     from pydantic import ValidationError
@@ -148,14 +137,14 @@ def prepare_batch(args: argparse.Namespace) -> tuple[str, list, BatchSettings]:
             **{k: v for k, v in options.items() if v is not None},
         )
     except ValidationError as exc:
-        raise InputError(f"invalid option {_first_error(exc, _OPTION_OF_SETTING)}") from None
+        raise InputError(f"invalid option {first_error(exc, _OPTION_OF_SETTING)}") from None
     batch_id = args.batch_id or batch_id_for(
         args.folder, essays, anchors, settings, anchor_values, scale=scale_name, assignment=assignment
     )
     try:
         events = FolderBatch(batch_id, essays, anchors, anchor_values).events(settings, scale_name, assignment)
     except ValidationError as exc:  # a limit of the event schema not checked above (e.g. assignment length)
-        raise InputError(f"invalid batch: {_first_error(exc)}") from None
+        raise InputError(f"invalid batch: {first_error(exc)}") from None
     return batch_id, events, settings
 
 

@@ -9,6 +9,8 @@ import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from pydantic import ValidationError
+
 from cj.errors import GradingError
 from cj.grading import validate_anchor_grades
 from cj.scales import GradeScale
@@ -33,6 +35,16 @@ MAX_BATCH_ID_CHARS = _max_length(Envelope, "batch_id")
 
 class InputError(ValueError):
     """Bad user input; the message is shown as is, one line."""
+
+
+def first_error(exc: ValidationError, options: dict[str, str] | None = None) -> str:
+    """A pydantic error as one line for an InputError: 'where: what' (with `options`, the
+    command-line option named for a field, and the value given)."""
+    err = exc.errors()[0]
+    loc = [str(x) for x in err.get("loc", ())]
+    where = (options or {}).get(loc[0], ".".join(loc)) if loc else ""
+    given = f" (got {err['input']!r})" if options and loc and loc[0] in options and "input" in err else ""
+    return f"{where}: {err['msg']}{given}" if where else str(err["msg"])
 
 
 @dataclass(frozen=True)

@@ -62,12 +62,12 @@ def load_settings(config_file: Path | None = None) -> Settings:
     and `CJFLOW_KAFKA_CONFIG` entries replace only the file's entries of the same name.
 
     A missing, unreadable or malformed config file is an InputError (one line)."""
-    from flows.folder import InputError
+    from flows.folder import InputError, first_error
 
     try:
         env = Settings()
     except ValidationError as exc:
-        raise InputError(f"invalid CJFLOW_ environment setting: {_one_line(exc)}") from None
+        raise InputError(f"invalid CJFLOW_ environment setting: {first_error(exc)}") from None
     except SettingsError as exc:  # e.g. CJFLOW_KAFKA_CONFIG that is not JSON
         raise InputError(f"invalid CJFLOW_ environment setting: {exc}") from None
     if config_file is None:
@@ -86,7 +86,7 @@ def load_settings(config_file: Path | None = None) -> Settings:
     try:
         return Settings.model_validate(deep_merge(data, env.model_dump(exclude_unset=True)))
     except ValidationError as exc:
-        raise InputError(f"invalid setting in config file {path} or the environment: {_one_line(exc)}") from None
+        raise InputError(f"invalid setting in config file {path} or the environment: {first_error(exc)}") from None
 
 
 def deep_merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
@@ -99,8 +99,3 @@ def deep_merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]
             out[key] = value
     return out
 
-
-def _one_line(exc: ValidationError) -> str:
-    err = exc.errors()[0]
-    where = ".".join(str(x) for x in err.get("loc", ()))
-    return f"{where}: {err['msg']}" if where else str(err["msg"])
