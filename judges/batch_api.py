@@ -150,9 +150,11 @@ class OpenAIBatches:
                         out[rec["custom_id"]] = response.get("body")
                     else:
                         detail = json.dumps(rec.get("error") or response.get("body"))[:300]
-                        err = (response.get("body") or {}).get("error") if isinstance(response.get("body"), dict) else None
-                        err = err if isinstance(err, dict) else (rec.get("error") or {})
-                        quota = out_of_quota(err.get("code"), err.get("type")) if isinstance(err, dict) else None
+                        body = response.get("body")
+                        err = body.get("error") if isinstance(body, dict) else None
+                        if not isinstance(err, dict):
+                            err = rec.get("error") if isinstance(rec.get("error"), dict) else {}
+                        quota = out_of_quota(err.get("code"), err.get("type"))
                         if quota:  # as for a direct call: no retry will cure it
                             out[rec["custom_id"]] = quota_error(quota, status, f"batch item: {detail}", {})
                             continue

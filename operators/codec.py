@@ -49,7 +49,9 @@ def _nul_field(value: Any, path: str = "") -> str | None:
     else:
         return None
     for k, v in items:
-        found = _nul_field(k, path) if isinstance(k, str) and "\x00" in k else _nul_field(v, f"{path}.{k}" if path else str(k))
+        if isinstance(k, str) and "\x00" in k:  # a field name (an unknown field) holding NUL
+            return path or "the event"
+        found = _nul_field(v, f"{path}.{k}" if path else str(k))
         if found is not None:
             return found
     return None
