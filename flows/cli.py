@@ -236,7 +236,7 @@ def cmd_assess(args: argparse.Namespace) -> int:
         print(f"\nbatch {batch_id}: already assessed, replayed the stored result without judging"
               f" (for a new assessment pass a new --batch-id or another --db); wrote {', '.join(map(str, written))}")
         return 0 if result.status.value != "failed" else 1
-    judge = _build_judge(args.judge, args.model)
+    judge = judge_from_cli(args.judge, args.model)
     if args.metrics_port:
         from prometheus_client import start_http_server
 
@@ -310,7 +310,9 @@ def write_bank(result: AssessmentResult, path: Path) -> None:
         raise InputError(f"cannot write {path}: {exc}") from None
 
 
-def _build_judge(name: str, model: str | None):
+def judge_from_cli(name: str, model: str | None):
+    """The judge named on the command line; an unknown or unloadable one is an InputError
+    (one line, exit 2), not a traceback. `cjflow submit` uses it to check before publishing."""
     from judges.plugin import PluginLoadError
     from judges.registry import build_judge
 

@@ -132,14 +132,14 @@ def publish(settings: Settings, topic: str, events: list) -> None:
 
 
 def cmd_submit(args: argparse.Namespace) -> int:
-    from flows.cli import _build_judge, prepare_batch
+    from flows.cli import judge_from_cli, prepare_batch
     from judges.registry import BUILTIN
 
     # Check the judge before anything is published, as `assess` does. The built-in names
     # are known; their API keys live with the judge workers, not here, so they are not
     # built. Anything else (a `module:callable` plug-in) must build: known and importable.
     if args.judge not in BUILTIN:
-        _build_judge(args.judge, args.model)
+        judge_from_cli(args.judge, args.model)
     settings = load_settings(args.config)
     batch_id, events, _settings = prepare_batch(args)
     publish(settings, settings.topics.requests, events)

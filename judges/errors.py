@@ -78,7 +78,7 @@ def quota_error(code: str, status: int, message: str, headers: Mapping[str, str]
     return ProviderError(
         ErrorKind.AUTH,
         f"HTTP {status} {code}: the account is out of quota or credit (not retried; add credit"
-        f" or raise its spend limit, then rerun): {message}"[:400],
+        f" or raise its spend limit, then submit the batch again under a new batch id): {message}"[:400],
         status=status,
         headers=headers,
     )
