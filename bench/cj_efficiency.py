@@ -18,7 +18,7 @@ import importlib
 import json
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -31,6 +31,14 @@ from cj.simulation import JUDGE_MODELS, JudgeModel, judge_many
 TARGET_LEVEL = 10.0  # random pairing's accuracy at this many comparisons per essay is the bar
 TARGET_MATCH = 7.0  # the acceptance bar for adaptive's comparisons per essay to match it
 BOOTSTRAP_DRAWS = 2000
+
+
+# A pairing rule other than the shipped strategies (for diagnostics, see bench.pairing_probes):
+# (n, k, issued pairs, in-flight pairs, latest fit, true abilities, rng) -> up to k new pairs.
+PairChooser = Callable[
+    [int, int, np.ndarray, list[tuple[int, int]], Fit | None, np.ndarray, np.random.Generator],
+    list[tuple[int, int]],
+]
 
 
 @dataclass(frozen=True)
@@ -64,8 +72,16 @@ def simulate_run(
     seed: int,
     in_flight: int = 8,
     min_per_essay: int = 3,
+    *,
+    choose: PairChooser | None = None,
+    score: Callable[[Fit, np.ndarray, np.ndarray, np.ndarray], np.ndarray] | None = None,
 ) -> list[Checkpoint]:
-    """One simulated batch, scored at each comparisons-per-essay level (ascending)."""
+    """One simulated batch, scored at each comparisons-per-essay level (ascending).
+
+    `choose` replaces the pairing strategy, and `score(fit, first, second, first_won)` the
+    fitted abilities as the ranking scored against the truth; both are for diagnostics
+    (`bench.pairing_probes`).
+    """
     truth_rng = np.random.default_rng([seed, 0])
     theta = truth_rng.normal(0.0, sd, n)
     pair_rng = np.random.default_rng([seed, 1])
@@ -87,10 +103,13 @@ def simulate_run(
         want = min(in_flight, final - len(first)) - len(flight)
         if want > 0:
             issued = np.array(list(zip(first, second)) + flight, dtype=np.int64).reshape(-1, 2)
-            flight += select_pairs(
-                n, want, issued, fit=fit, rng=pair_rng, strategy=strategy, min_per_essay=min_per_essay,
-                pending=flight or None,
-            )
+            if choose is not None:
+                flight += choose(n, want, issued, flight, fit, theta, pair_rng)
+            else:
+                flight += select_pairs(
+                    n, want, issued, fit=fit, rng=pair_rng, strategy=strategy, min_per_essay=min_per_essay,
+                    pending=flight or None,
+                )
         exhausted = not flight
         if flight:
             a, b = flight.pop(0)
@@ -101,11 +120,12 @@ def simulate_run(
         # Score every level reached (or all remaining ones when no pair is left).
         while next_cp < len(targets) and (len(first) >= targets[next_cp] or exhausted):
             assert fit is not None
+            ranking = fit.theta if score is None else score(fit, np.asarray(first), np.asarray(second), np.asarray(won))
             out.append(
                 Checkpoint(
                     per_essay=levels[next_cp],
-                    spearman=float(spearmanr(fit.theta, theta).statistic),
-                    kendall=float(kendalltau(fit.theta, theta).statistic),
+                    spearman=float(spearmanr(ranking, theta).statistic),
+                    kendall=float(kendalltau(ranking, theta).statistic),
                     ssr=fit.ssr,
                     delta=fit.delta,
                 )

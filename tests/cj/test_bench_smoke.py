@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from bench import cj_efficiency, cj_grading, refit
+from bench import cj_efficiency, cj_grading, pairing_probes, refit
 
 
 def test_efficiency_json(capsys: pytest.CaptureFixture[str]) -> None:
@@ -110,3 +110,15 @@ def test_grading_cuts_from_changes_only_the_cuts(capsys: pytest.CaptureFixture[s
     assert json.loads(capsys.readouterr().out)["scales"][0]["cuts_from"] == "truth"
     with pytest.raises(SystemExit):
         cj_grading.main(["--seeds", "2", "--cuts-from", "truth", "--cohort-sd", "1"])
+
+
+def test_pairing_probes_run_on_the_same_batches(capsys: pytest.CaptureFixture[str]) -> None:
+    probes = "truth-centred,posterior-draw:0,rank-band:3,expected-rank,prior-sd:2"
+    assert pairing_probes.main(["--n", "10", "--seeds", "2", "--probes", probes]) == 0
+    out = json.loads(capsys.readouterr().out)
+    # A draw with zero spread is the shipped rule, and a refit with the shipped prior is the
+    # shipped ranking: both reproduce adaptive exactly, so the probes share its batches.
+    for same in ("posterior-draw:0", "prior-sd:2"):
+        assert out[same]["spearman_at_7_minus_adaptive"] == 0.0
+        assert out[same]["per_essay_to_match_random_10"] == out["adaptive"]
+    assert set(out) >= set(probes.split(","))
