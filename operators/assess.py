@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterable
 from datetime import datetime
 
@@ -13,6 +14,8 @@ from operators.batch_machine import BatchMachine, Inbound, Outbound
 from operators.codec import reason_label
 from schemas import AssessmentResult, ComparisonRequested, DeadLetter, Judgement, utc_now
 from telemetry import metrics as m
+
+_log = logging.getLogger(__name__)
 
 
 class AssessLogic(StatefulLogic[Inbound, Outbound, dict]):
@@ -32,7 +35,11 @@ class AssessLogic(StatefulLogic[Inbound, Outbound, dict]):
         strays, dups = mc.strays, mc.duplicates
         if isinstance(value, Judgement):
             m.JUDGEMENTS_RECEIVED.labels("valid" if value.is_valid else "error").inc()
-        out = mc.handle(value, utc_now())
+        now = utc_now()
+        try:
+            out = mc.handle(value, now)
+        except Exception as exc:  # one batch's failure must not stop the flow (and every batch)
+            out = self._crashed(exc, value, now)
         if mc.strays > strays:
             m.STRAYS.inc(mc.strays - strays)
         if mc.duplicates > dups:
@@ -43,7 +50,11 @@ class AssessLogic(StatefulLogic[Inbound, Outbound, dict]):
         now = utc_now()
         if self.machine.expired(now):
             return [], StatefulLogic.DISCARD
-        out = self._observe(self.machine.on_timer(now))
+        try:
+            fired = self.machine.on_timer(now)
+        except Exception as exc:
+            fired = self._crashed(exc, None, now)
+        out = self._observe(fired)
         return out, self._discard()  # essays of a never-opened batch were dead-lettered: drop it
 
     def on_eof(self) -> tuple[Iterable[Outbound], bool]:
@@ -54,6 +65,10 @@ class AssessLogic(StatefulLogic[Inbound, Outbound, dict]):
 
     def snapshot(self) -> dict:
         return self.machine.snapshot()
+
+    def _crashed(self, exc: Exception, value: Inbound | None, now: datetime) -> list[Outbound]:
+        _log.exception("batch %s: internal error, the batch is ended", self.machine.batch_id)
+        return self.machine.crashed(exc, value, now)
 
     def _discard(self) -> bool:
         if self.machine.is_unknown:

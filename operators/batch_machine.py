@@ -113,7 +113,8 @@ def comparison_id(batch_id: str, seq: int) -> str:
 
 def _seq_of(batch_id: str, cid: str) -> int | None:
     prefix = batch_id + "#"
-    if not cid.startswith(prefix) or not cid[len(prefix) :].isdigit():
+    tail = cid[len(prefix) :]
+    if not cid.startswith(prefix) or not (tail.isascii() and tail.isdigit()):  # not '²'
         return None
     return int(cid[len(prefix) :])
 
@@ -123,6 +124,7 @@ class BatchMachine:
     def __init__(self, batch_id: str):
         self.batch_id = batch_id
         self.phase = "collecting"
+        self.result_sent = False  # the one result went out (set when _finish completes)
         self.opened: BatchOpened | None = None
         self.opened_at: datetime | None = None
         self.essays: list[Essay] = []
@@ -212,7 +214,9 @@ class BatchMachine:
             self._scale(ev)
         except GradingError as exc:
             return [self._dead(ev, f"invalid grade scale: {exc}")]
-        self.opened, self.opened_at = ev, ev.occurred_at
+        # The collect timeout runs from when this flow saw the batch open, not from the
+        # producer's clock: a batch read late (consumer lag, a replay) still gets its hour.
+        self.opened, self.opened_at = ev, now
         out: list[Outbound] = [ev]
         early, self.early, self.early_since = self.early, [], None
         for essay in early:
@@ -272,6 +276,12 @@ class BatchMachine:
         if c.state != FLIGHT:
             self.duplicates += 1
             return []
+        if not j.is_valid and j.attempt < c.attempt:
+            # An earlier attempt's error, late (that attempt already timed out and was
+            # reissued): it says nothing about the live attempt, so it neither fails nor
+            # reissues the comparison. Its usage was spent, and it is kept.
+            self._add_usage(j)
+            return [j]
         self.last_at = max(self.last_at, j.occurred_at) if self.last_at else j.occurred_at
         self._add_usage(j)
         out: list[Outbound] = [j]
@@ -502,10 +512,20 @@ class BatchMachine:
                             n_items=n, fixed=np.ones(len(banked), dtype=bool),
                         )
                     else:
-                        cuts = fit_cut_points(
-                            scale, fit.theta[anchors], [self.essays[i].anchor_grade for i in anchors],  # type: ignore[misc]
-                            anchor_se=fit.se[anchors], prior_sd=DEFAULT_PRIOR_SD, n_items=n,
-                        )
+                        # An anchor never judged sits at its prior: it says nothing about
+                        # where its grade lies, so it places no cut point.
+                        placed = [i for i in anchors if counts[i] > 0]
+                        try:
+                            cuts = fit_cut_points(
+                                scale, fit.theta[placed], [self.essays[i].anchor_grade for i in placed],  # type: ignore[misc]
+                                anchor_se=fit.se[placed], prior_sd=DEFAULT_PRIOR_SD, n_items=n,
+                            )
+                        except GradingError as exc:
+                            if len(placed) == len(anchors):
+                                raise
+                            raise GradingError(
+                                f"{exc} (only {len(placed)} of {len(anchors)} anchors have a valid comparison)"
+                            ) from None
                     projections = project_grades(cuts, fit.theta, fit.se)
                     cuts_list = [float(x) for x in cuts.cuts]
                 except GradingError as exc:
@@ -539,7 +559,7 @@ class BatchMachine:
         unjudged = any(e.comparisons == 0 for e in essays)  # e.g. the judge refused every pair with it
         if n_valid == 0 or n < 2:
             status = BatchStatus.FAILED
-        elif missing > 0 or reason == "too_many_errors" or unjudged:
+        elif missing > 0 or reason in ("too_many_errors", "internal_error") or unjudged:
             status = BatchStatus.PARTIAL
         else:
             status = BatchStatus.COMPLETED
@@ -575,6 +595,7 @@ class BatchMachine:
         if usage:
             out.append(ResourceUsage(event_id=ResourceUsage.id_for(self.batch_id), usage=usage, **base))  # type: ignore[arg-type]
         # the tombstone only counts strays
+        self.result_sent = True
         self.essays, self.comps, self._fit, self._issued = [], [], None, None
         self.valid_order, self._vf, self._vs, self._vw, self._counts = [], [], [], [], None
         return out
@@ -602,6 +623,34 @@ class BatchMachine:
         if isinstance(spec, GradeScaleSpec):
             return custom_scale(spec.name, spec.grades, spec.below_lowest, spec.priors)
         return get_scale(spec)
+
+    def crashed(self, exc: BaseException, event: Inbound | None, now: datetime) -> list[Outbound]:
+        """The machine raised on `event` (or on a timer): a bug or an input the checks let
+        through. Dead-letter the event with the error, and end an open batch as failed with
+        what it has (else a restart would replay the event and crash again, and the batch
+        would never get its one result); essays of a batch not yet open are dead-lettered too."""
+        error = f"internal error: {type(exc).__name__}: {exc}"[:600]
+        out: list[Outbound] = [self._dead(event, error)] if event is not None else []
+        if self.opened is None:
+            out += [self._dead(e, error) for e in self.early if e is not event]
+            self.early, self.early_since = [], None
+            return out
+        if self.result_sent:
+            return out
+        self.last_error = error
+        try:
+            done = self._finish("internal_error", now)
+        except Exception:  # the state itself is broken: report what cannot fail
+            self.phase, self.stop, self.done_at, self.result_sent = "done", "internal_error", now, True
+            self.essays, self.comps, self._fit, self._issued = [], [], None, None
+            done = [AssessmentResult(
+                event_id=AssessmentResult.id_for(self.batch_id), batch_id=self.batch_id,
+                correlation_id=self.opened.correlation_id, status=BatchStatus.FAILED,
+                stop_reason="internal_error", essays=[], last_error=error, completion_target=0,
+                duration_s=0.0, comparisons_valid=0, comparisons_errored=0, occurred_at=now,
+                callback_topic=self.opened.callback_topic,
+            )]
+        return out + done
 
     def _dead(self, ev: Inbound, reason: str) -> DeadLetter:
         return DeadLetter.create(
@@ -636,6 +685,7 @@ class BatchMachine:
             "strays": self.strays,
             "duplicates": self.duplicates,
             "last_at": self.last_at.isoformat() if self.last_at else None,
+            "opened_at": self.opened_at.isoformat() if self.opened_at and not done else None,
             "done_at": self.done_at.isoformat() if self.done_at else None,
             "stop": self.stop,
         }
@@ -648,7 +698,9 @@ class BatchMachine:
         m.phase = snap["phase"]
         if snap["opened"]:
             m.opened = BatchOpened.model_validate_json(snap["opened"])
-            m.opened_at = m.opened.occurred_at
+            # Snapshots from before it was kept: the producer's time, as it was then.
+            at = snap.get("opened_at")
+            m.opened_at = datetime.fromisoformat(at) if at else m.opened.occurred_at
         m.essays = [Essay(*e) for e in snap["essays"]]
         m.early = [EssaySubmitted.model_validate_json(e) for e in snap["early"]]
         since = snap.get("early_since")  # absent in snapshots before it was kept
@@ -671,6 +723,7 @@ class BatchMachine:
         m.last_at = datetime.fromisoformat(snap["last_at"]) if snap["last_at"] else None
         m.done_at = datetime.fromisoformat(snap["done_at"]) if snap["done_at"] else None
         m.stop = snap["stop"]
+        m.result_sent = m.phase == "done"
         return m
 
 

@@ -27,12 +27,12 @@ def decode(
         field = _nul_field(event.model_dump(mode="json"))
         if field is not None:
             return DeadLetter.create(
-                batch_hint, f"contains a NUL character (\\x00) in {field}, which the database cannot store", topic,
+                batch_hint, f"contains a NUL character (\\x00), which the database cannot store: in {field}", topic,
                 raw, original_event_type=event.event_type, **where,
             )
     if key is not None and batch_hint != event.batch_id:
         return DeadLetter.create(
-            batch_hint, f"message key {batch_hint!r} is not the batch id {event.batch_id!r}", topic, raw,
+            batch_hint, f"message key is not the batch id: key {batch_hint!r}, batch id {event.batch_id!r}", topic, raw,
             original_event_type=event.event_type, **where,
         )
     return event

@@ -9,7 +9,7 @@ from __future__ import annotations
 import uuid
 from datetime import UTC, datetime
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
 SCHEMA_VERSION = 1
 _NAMESPACE = uuid.UUID("6f1c2a8e-4d0b-5c7e-9a3f-1b2c3d4e5f60")
@@ -34,9 +34,10 @@ class Envelope(BaseModel):
     schema_version: int = SCHEMA_VERSION
     batch_id: str = Field(min_length=1, max_length=200)
     correlation_id: str | None = Field(
-        default=None, description="Caller's id, copied onto every event of the batch."
+        default=None, max_length=200, description="Caller's id, copied onto every event of the batch."
     )
-    occurred_at: datetime = Field(default_factory=utc_now)
+    # With its UTC offset (RFC 3339): a naive time cannot be compared with the flows' clocks.
+    occurred_at: AwareDatetime = Field(default_factory=utc_now)
 
     def to_json(self) -> bytes:
         return self.model_dump_json().encode()

@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import math
-from datetime import datetime
 from enum import StrEnum
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, field_validator, model_validator
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, TypeAdapter, field_validator, model_validator
 
 from schemas.envelope import Envelope, deterministic_id
 
@@ -62,9 +61,12 @@ class _Model(BaseModel):
 class GradeScaleSpec(_Model):
     """A custom grade scale given inline (built-in scales are named instead)."""
 
-    name: str
-    grades: list[str] = Field(min_length=2, description="Grades from lowest to highest.")
-    below_lowest: str | None = None
+    # Lengths are the database columns' (sinks/tables.py): a longer value would only fail there.
+    name: str = Field(min_length=1, max_length=100)
+    grades: list[Annotated[str, Field(min_length=1, max_length=50)]] = Field(
+        min_length=2, description="Grades from lowest to highest."
+    )
+    below_lowest: str | None = Field(default=None, min_length=1, max_length=50)
     priors: list[float] | None = None
 
 
@@ -78,11 +80,11 @@ class BatchSettings(_Model):
     max_repeats: int = Field(default=2, ge=1, description="Uses of one pair, positions swapped.")
     in_flight: int = Field(default=8, ge=1, le=10_000, description="Comparisons in flight.")
     pairing: Literal["adaptive", "random"] = "adaptive"
-    seed: int = 0
+    seed: int = Field(default=0, ge=0, le=2**63 - 1, description="Seeds the pairing's random choices.")
     max_attempts: int = Field(default=3, ge=1, description="Attempts per comparison.")
-    comparison_timeout_s: float = Field(default=300.0, gt=0, description="Deadline per attempt.")
-    judge_provider: str = "offline"
-    judge_model: str | None = None
+    comparison_timeout_s: float = Field(default=300.0, gt=0, le=86_400, description="Deadline per attempt.")
+    judge_provider: str = Field(default="offline", min_length=1, max_length=100)
+    judge_model: str | None = Field(default=None, max_length=200)
     temperature: float | None = None
     rubric_id: str = "default"
 
@@ -92,12 +94,15 @@ class BatchOpened(Envelope):
 
     event_type: Literal["batch.opened"] = "batch.opened"
     expected_essays: int = Field(ge=2, le=100_000)
-    grade_scale: str | GradeScaleSpec | None = Field(
+    grade_scale: Annotated[str, Field(max_length=100)] | GradeScaleSpec | None = Field(
         default=None, description="Built-in scale name or an inline custom scale."
     )
     assignment: str = Field(default="", max_length=20_000, description="The task, shown to the judge.")
     assignment_id: str | None = None
-    callback_topic: str | None = None
+    callback_topic: str | None = Field(
+        default=None, pattern=r"^[A-Za-z0-9._-]{1,249}$",
+        description="A Kafka topic that gets a copy of the result (a legal topic name).",
+    )
     settings: BatchSettings = BatchSettings()
 
     @classmethod
@@ -116,7 +121,7 @@ class EssaySubmitted(Envelope):
     event_type: Literal["essay.submitted"] = "essay.submitted"
     essay_id: str = Field(min_length=1, max_length=200)
     text: str = Field(description="Essay text; must be non-blank.")
-    anchor_grade: str | None = None
+    anchor_grade: str | None = Field(default=None, min_length=1, max_length=50)
     anchor_value: float | None = Field(
         default=None,
         description="Banked ability of an anchor on the logit scale of an earlier calibration with the same "
@@ -132,10 +137,12 @@ class EssaySubmitted(Envelope):
             raise ValueError("anchor_value and anchor_value_se go together")
         if self.anchor_grade is None:
             raise ValueError("anchor_value needs an anchor_grade")
-        if not math.isfinite(self.anchor_value):
-            raise ValueError("anchor_value must be finite")
-        if not (math.isfinite(self.anchor_value_se) and self.anchor_value_se > 0):
-            raise ValueError("anchor_value_se must be finite and > 0")
+        # Logit-scale values: |value| beyond 50 or an SE outside [0.001, 50] is a unit mistake,
+        # and would break the fit (a prior of SE 1e-160 is singular).
+        if not (math.isfinite(self.anchor_value) and abs(self.anchor_value) <= 50):
+            raise ValueError("anchor_value must be a logit-scale ability within [-50, 50]")
+        if not (math.isfinite(self.anchor_value_se) and 0.001 <= self.anchor_value_se <= 50):
+            raise ValueError("anchor_value_se must be within [0.001, 50]")
         return self
 
     @classmethod
@@ -167,7 +174,7 @@ class ComparisonRequested(Envelope):
     judge_provider: str = "offline"
     judge_model: str | None = None
     temperature: float | None = None
-    deadline: datetime
+    deadline: AwareDatetime
 
     @classmethod
     def create(cls, batch_id: str, comparison_id: str, attempt: int, **kw: object) -> ComparisonRequested:
@@ -191,18 +198,18 @@ class Judgement(Envelope):
     """A judge's answer to one attempt of one comparison."""
 
     event_type: Literal["comparison.judged"] = "comparison.judged"
-    comparison_id: str
+    comparison_id: str = Field(min_length=1, max_length=250)
     attempt: int = Field(ge=1)
-    essay_a_id: str
-    essay_b_id: str
+    essay_a_id: str = Field(max_length=200)
+    essay_b_id: str = Field(max_length=200)
     winner: Winner
     error_kind: ErrorKind | None = None
     error_detail: str | None = Field(default=None, max_length=500)
     confidence: float | None = Field(default=None, ge=0, le=1)
     justification: str = Field(default="", max_length=1000)
-    provider: str
-    model: str
-    prompt_sha256: str | None = None
+    provider: str = Field(max_length=100)
+    model: str = Field(max_length=200)
+    prompt_sha256: str | None = Field(default=None, max_length=64)
     tokens: TokenUsage = TokenUsage()
     cost_usd: float = Field(default=0.0, ge=0)
     latency_ms: float = Field(default=0.0, ge=0)

@@ -73,8 +73,11 @@ def test_banked_anchor_values_validate_and_round_trip():
         ({"anchor_grade": "A", "anchor_value": 2.5}, "go together"),
         ({"anchor_grade": "A", "anchor_value_se": 0.3}, "go together"),
         ({"anchor_value": 2.5, "anchor_value_se": 0.3}, "needs an anchor_grade"),
-        ({"anchor_grade": "A", "anchor_value": float("inf"), "anchor_value_se": 0.3}, "finite"),
-        ({"anchor_grade": "A", "anchor_value": 1.0, "anchor_value_se": 0.0}, "> 0"),
+        ({"anchor_grade": "A", "anchor_value": float("inf"), "anchor_value_se": 0.3}, r"within \[-50, 50\]"),
+        # values that would break the fit (a singular prior, an overflow), not just odd ones
+        ({"anchor_grade": "A", "anchor_value": 1e155, "anchor_value_se": 0.3}, r"within \[-50, 50\]"),
+        ({"anchor_grade": "A", "anchor_value": 1.0, "anchor_value_se": 0.0}, r"within \[0.001, 50\]"),
+        ({"anchor_grade": "A", "anchor_value": 1.0, "anchor_value_se": 1e-160}, r"within \[0.001, 50\]"),
     ]:
         with pytest.raises(ValidationError, match=message):
             EssaySubmitted.create("b", "e1", "text", **kw)

@@ -1,0 +1,161 @@
+"""Inputs that passed the schema but then crashed the batch operator (and, through it, the
+whole dataflow on every restart), and late or stale events that the machine mishandled."""
+
+from __future__ import annotations
+
+import json
+from datetime import timedelta
+
+import pytest
+from pydantic import ValidationError
+
+from flows.embedded import run_embedded
+from judges.registry import OfflineJudge
+from operators.assess import AssessLogic
+from operators.batch_machine import BatchMachine
+from operators.codec import decode, reason_label
+from schemas import (
+    AssessmentResult,
+    BatchOpened,
+    BatchSettings,
+    DeadLetter,
+    ErrorKind,
+    EssaySubmitted,
+)
+from flows.judge import REQUEST
+from schemas.events import INBOUND
+from tests.operators.test_batch_machine import T0, answer, open_batch, requests
+
+
+def _raw(event) -> dict:
+    return json.loads(event.to_json())
+
+
+@pytest.mark.parametrize("field", ["occurred_at"])
+def test_a_time_without_utc_offset_is_a_dead_letter_at_decode(field):
+    raw = _raw(BatchOpened.create("b1", 2))
+    raw[field] = "2026-01-05T09:00:00"  # what datetime.utcnow().isoformat() gives
+    out = decode(INBOUND, json.dumps(raw).encode(), b"b1", "in", 0, 7)
+    assert isinstance(out, DeadLetter) and "timezone" in out.reason
+
+
+def test_a_request_deadline_without_utc_offset_is_a_dead_letter_at_decode():
+    m, out = open_batch(n=3)
+    raw = _raw(requests(out)[0])
+    raw["deadline"] = "2026-01-05T09:00:00"
+    got = decode(REQUEST, json.dumps(raw).encode(), b"b1", "req", 0, 1)
+    assert isinstance(got, DeadLetter) and "deadline" in got.reason
+
+
+@pytest.mark.parametrize(
+    "settings",
+    [{"seed": -1}, {"comparison_timeout_s": 1e12}, {"judge_model": "m" * 201}, {"judge_provider": ""}],
+)
+def test_settings_the_machine_cannot_run_are_refused_by_the_schema(settings):
+    with pytest.raises(ValidationError):
+        BatchSettings(**settings)
+
+
+def test_fields_longer_than_their_columns_are_refused_by_the_schema():
+    with pytest.raises(ValidationError):
+        BatchOpened.create("b1", 2, correlation_id="c" * 201)
+    with pytest.raises(ValidationError):
+        BatchOpened.create("b1", 2, grade_scale={"name": "s" * 101, "grades": ["lo", "hi"]})
+    with pytest.raises(ValidationError):
+        BatchOpened.create("b1", 2, callback_topic="bad topic name!")
+    assert BatchOpened.create("b1", 2, callback_topic="team.results-v1_x").callback_topic
+
+
+def test_a_comparison_id_with_a_unicode_digit_is_a_dead_letter_not_a_crash():
+    m, out = open_batch(n=4)
+    stray = answer(requests(out)[0]).model_copy(update={"comparison_id": "b1#\u00b2"})
+    got = m.handle(stray, T0)
+    assert [d.reason for d in got if isinstance(d, DeadLetter)] == ["judgement for an unknown comparison"]
+
+
+def test_the_collect_timeout_runs_from_when_the_flow_saw_the_batch_open():
+    """A batch.opened read two hours after it was produced (consumer lag, a replay) still
+    waits for its essays, and the wait survives a snapshot."""
+    m = BatchMachine("late")
+    seen = T0 + timedelta(hours=2)
+    m.handle(BatchOpened.create("late", 3, occurred_at=T0), seen)
+    m.handle(EssaySubmitted.create("late", "e0", "one"), seen)
+    assert m.on_timer(seen + timedelta(seconds=1)) == []
+    m = BatchMachine.restore(m.snapshot())
+    assert m.next_timer() == seen + timedelta(hours=1)
+    out = m.handle(EssaySubmitted.create("late", "e1", "two"), seen + timedelta(minutes=5))
+    out += m.handle(EssaySubmitted.create("late", "e2", "three"), seen + timedelta(minutes=5))
+    assert not [d for d in out if isinstance(d, DeadLetter)] and m.phase == "comparing"
+
+
+def test_a_late_error_from_an_earlier_attempt_leaves_the_live_attempt_alone():
+    m, out = open_batch(n=4, in_flight=1, comparison_timeout_s=30, max_attempts=2)
+    first = requests(out)[0]
+    retry = requests(m.on_timer(T0 + timedelta(seconds=31)))[0]
+    assert retry.attempt == 2
+    stale = answer(first, winner="error", error_kind=ErrorKind.RATE_LIMITED, cost_usd=0.01)
+    got = m.handle(stale, T0 + timedelta(seconds=32))
+    assert got == [stale]  # kept (it was paid for), but it neither fails nor reissues
+    live = answer(retry)
+    assert live in m.handle(live, T0 + timedelta(seconds=33))
+    assert m.duplicates == 0 and m.usage[("test", "m")][0] == 2
+
+
+def _judge_then_break(monkeypatch, where: str):
+    def boom(*_a, **_k):
+        raise ZeroDivisionError("injected")
+
+    monkeypatch.setattr(BatchMachine, where, boom)
+
+
+def test_an_operator_error_ends_the_batch_with_its_result_and_a_dead_letter(monkeypatch):
+    logic = AssessLogic(None)
+    out = []
+    out += logic.on_item(BatchOpened.create("b1", 3, occurred_at=T0))[0]
+    for i in range(3):
+        out += logic.on_item(EssaySubmitted.create("b1", f"e{i}", f"essay {i} [q={i}]"))[0]
+    reqs = requests(out)
+    got = list(logic.on_item(answer(reqs[0]))[0])  # one valid answer first
+    _judge_then_break(monkeypatch, "_record_valid")
+    bad = answer(reqs[1])
+    got = list(logic.on_item(bad)[0])
+    dead = [d for d in got if isinstance(d, DeadLetter)]
+    assert len(dead) == 1 and dead[0].reason.startswith("internal error: ZeroDivisionError: injected")
+    assert reason_label(dead[0].reason) == "internal error"
+    (result,) = [r for r in got if isinstance(r, AssessmentResult)]
+    assert result.stop_reason == "internal_error" and result.status.value == "partial"
+    assert result.comparisons_valid == 1 and "injected" in (result.last_error or "")
+    assert logic.machine.phase == "done"
+
+
+def test_an_operator_error_while_finishing_still_gives_one_failed_result(monkeypatch):
+    logic = AssessLogic(None)
+    out = list(logic.on_item(BatchOpened.create("b1", 2, occurred_at=T0))[0])
+    out += logic.on_item(EssaySubmitted.create("b1", "e0", "essay 0 [q=0]"))[0]
+    _judge_then_break(monkeypatch, "_finish")
+    _judge_then_break(monkeypatch, "_advance")
+    got = list(logic.on_item(EssaySubmitted.create("b1", "e1", "essay 1 [q=1]"))[0])
+    (result,) = [r for r in got if isinstance(r, AssessmentResult)]
+    assert result.status.value == "failed" and result.stop_reason == "internal_error"
+    assert [d.original_event_type for d in got if isinstance(d, DeadLetter)] == ["essay.submitted"]
+
+
+def test_a_batch_that_breaks_the_operator_does_not_stop_the_flow(monkeypatch):
+    """A real Bytewax run: one batch whose grading raises, one healthy batch; both get their
+    one result and the run completes (before, the dataflow aborted and no batch got one)."""
+    real = BatchMachine._scale
+
+    def scale(self, opened):
+        if self.batch_id == "bad" and self.phase == "done":
+            raise ZeroDivisionError("injected")
+        return real(self, opened)
+
+    monkeypatch.setattr(BatchMachine, "_scale", scale)
+    events = []
+    for bid in ("ok", "bad"):
+        events += [BatchOpened.create(bid, 3, grade_scale="swedish_8_anchor")]
+        events += [EssaySubmitted.create(bid, f"e{i}", f"essay number {i} " * (i + 1)) for i in range(3)]
+    collected = run_embedded(events, OfflineJudge())
+    assert set(collected.results) == {"ok", "bad"}
+    assert collected.results["ok"].stop_reason != "internal_error"
+    assert collected.results["bad"].stop_reason == "internal_error"
