@@ -16,6 +16,7 @@ from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
+import sqlalchemy.exc
 from sqlalchemy import Engine
 from sqlalchemy.engine import URL
 
@@ -155,6 +156,15 @@ def set_app_password(url: str | URL | None, password_file: str | Path, app_role_
             verifier = raw.pgconn.encrypt_password(password.encode(), role.encode(), b"scram-sha-256").decode()
             if not _VERIFIER.match(verifier):  # it is spliced into the statement below
                 raise RuntimeError("unexpected password verifier format from libpq")
-            conn.exec_driver_sql(f"ALTER ROLE {role} PASSWORD '{verifier}'")
+            try:
+                conn.exec_driver_sql(f"ALTER ROLE {role} PASSWORD '{verifier}'")
+            except sqlalchemy.exc.ProgrammingError as exc:
+                if getattr(exc.orig, "sqlstate", None) != "42501":
+                    raise
+                raise DatabaseConfigError(
+                    f"the migration role may not set {role}'s password (it needs CREATEROLE, and from"
+                    f" PostgreSQL 16 ADMIN OPTION on {role}); grant that, or set the password yourself"
+                    " and leave CJFLOW_APP_PASSWORD_FILE unset (docs/storage.md)"
+                ) from None
     finally:
         engine.dispose()

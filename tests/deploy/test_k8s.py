@@ -155,6 +155,13 @@ def test_secrets_are_mounted_as_files_never_inlined(example):
     assert not by_kind(example, "Secret"), "secrets are created out of band (docs/deploy.md), not committed"
     for workload, spec in pod_specs(example):
         secret_volumes = {v["name"]: v["secret"]["secretName"] for v in spec["volumes"] if "secret" in v}
+        if secret_volumes:
+            # A Secret's files are root-owned; without fsGroup a non-root user cannot read
+            # files of a mode like 0440, and the pod fails at start-up.
+            name = workload["metadata"]["name"]
+            modes = {v["secret"].get("defaultMode", 0o644) for v in spec["volumes"] if "secret" in v}
+            if any(not mode & 0o004 for mode in modes):
+                assert spec["securityContext"].get("fsGroup") == spec["securityContext"]["runAsGroup"], name
         for c in containers(spec):
             for e in c.get("env", []):
                 assert "secretKeyRef" not in e.get("valueFrom", {}), f"{e['name']}: use a *_FILE variable"
