@@ -73,6 +73,8 @@ class FlowCluster:
             CJFLOW_METRICS_PORT="0",
             CJFLOW_RECOVERY_DIR=str(self.workdir / f"recovery-{flow}"),
             CJFLOW_SNAPSHOT_INTERVAL_S=str(self.snapshot_s),
+            # the judge flow runs only listed plug-ins: the bench's stand-in judge is one
+            CJFLOW_JUDGE_PLUGINS="bench.instant_judge:judge",
             PYTHONPATH=os.pathsep.join([str(ROOT), env.get("PYTHONPATH", "")]),
             **{f"CJFLOW_TOPICS__{k.upper()}": v for k, v in self.topics.model_dump().items()},
             **self.extra_env,

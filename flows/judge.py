@@ -8,7 +8,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 
 import bytewax.operators as op
 from bytewax.dataflow import Dataflow
@@ -17,47 +17,65 @@ from pydantic import TypeAdapter
 from flows import kafka_io
 from flows.settings import Settings, load_settings
 from judges.base import Judge
-from judges.registry import build_judge
+from judges.registry import BUILTIN, build_judge, judge_key
 from operators.judge_call import JudgeBuildError, judge_comparisons, judge_spec
 from schemas import ComparisonRequested, DeadLetter
 
 REQUEST = TypeAdapter(ComparisonRequested)
 log = logging.getLogger("cjflow")
+PLUGINS_SETTING = "CJFLOW_JUDGE_PLUGINS"
 
 
 class JudgePool:
-    """One judge per (provider, model) per process, built on first use.
+    """One judge per (provider, model it calls) per process, built on first use: a request
+    leaving the model to the default and one naming that model share a judge, so one limiter.
 
-    A judge that cannot be built (unknown name, plug-in module that does not import,
-    provider without its API key) raises `JudgeBuildError`; the judge operator turns that
-    into an `error` judgement for the request. The failure is remembered for `retry_s`
-    seconds, so a stream of requests for a broken judge does not rebuild it for each one;
-    after that the next request tries again."""
+    Whoever publishes a batch names its judge, and building a plug-in imports and runs its
+    code: only the built-in judges and the plug-ins in `plugins` (`CJFLOW_JUDGE_PLUGINS`)
+    are built. A judge that is not allowed or cannot be built (unknown name, plug-in module
+    that does not import, provider without its API key) raises `JudgeBuildError`; the judge
+    operator turns that into an `error` judgement for the request. The failure is remembered
+    for `retry_s` seconds, so a stream of requests for a broken judge does not rebuild it for
+    each one; after that the next request tries again."""
 
-    def __init__(self, retry_s: float = 30.0, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self, retry_s: float = 30.0, clock: Callable[[], float] = time.monotonic, *, plugins: Iterable[str] = ()
+    ) -> None:
+        self._plugins = frozenset(plugins)
+        self._keys: dict[tuple[str, str | None], tuple[str, str | None]] = {}  # as written -> judge_key
         self._judges: dict[tuple[str, str | None], Judge] = {}
         self._failed: dict[tuple[str, str | None], tuple[float, str]] = {}
         self._retry_s = retry_s
         self._clock = clock
         self._lock = threading.Lock()
 
+    def _check_allowed(self, name: str) -> None:
+        """Checked before `build_judge`, which would import any `module:callable`."""
+        if name in BUILTIN or name in self._plugins:
+            return
+        if ":" in name:
+            raise JudgeBuildError(f"plug-in not allowed: the judge flow runs only the plug-ins in {PLUGINS_SETTING}")
+        raise JudgeBuildError(f"unknown judge {name!r}: use {', '.join(BUILTIN)} or a plug-in in {PLUGINS_SETTING}")
+
     def __call__(self, request: ComparisonRequested) -> Judge:
-        key = (request.judge_provider, request.judge_model)
+        spec = (request.judge_provider, request.judge_model)
         with self._lock:
-            judge = self._judges.get(key)
-            if judge is not None:
-                return judge
-            failed = self._failed.get(key)
+            key = self._keys.get(spec)
+            if key is not None and key in self._judges:
+                return self._judges[key]
+            failed = self._failed.get(spec)
             if failed is not None and self._clock() < failed[0]:
                 raise JudgeBuildError(failed[1])
             try:
-                judge = build_judge(*key)
+                self._check_allowed(spec[0])
+                key = self._keys[spec] = judge_key(*spec)
+                judge = self._judges[key] if key in self._judges else build_judge(*spec)
             except Exception as exc:  # noqa: BLE001 - any build failure is the request's error, not the flow's
-                cause = f"{type(exc).__name__}: {exc}"
-                self._failed[key] = (self._clock() + self._retry_s, cause)
+                cause = str(exc) if isinstance(exc, JudgeBuildError) else f"{type(exc).__name__}: {exc}"
+                self._failed[spec] = (self._clock() + self._retry_s, cause)
                 log.warning("cannot build judge %s: %s", judge_spec(request), cause)
                 raise JudgeBuildError(cause) from None
-            self._failed.pop(key, None)
+            self._failed.pop(spec, None)
             self._judges[key] = judge
             return judge
 
@@ -71,7 +89,7 @@ def build_flow(settings: Settings | None = None) -> Dataflow:
     bad = op.filter("undecodable", events, lambda e: isinstance(e, DeadLetter))
     requests = op.filter("requests", events, lambda e: isinstance(e, ComparisonRequested))
     sharded = op.key_on("shard", requests, lambda r: kafka_io.shard_of(r.batch_id, settings.judge_shards))
-    judged = op.key_rm("unkey", judge_comparisons("judge", sharded, JudgePool()))
+    judged = op.key_rm("unkey", judge_comparisons("judge", sharded, JudgePool(plugins=settings.judge_plugin_specs())))
     out = op.merge("all", judged, bad)
     op.output(
         "kafka", op.map("to_kafka", out, lambda e: kafka_io.to_message(e, kafka_io.judge_topic(e, settings))),

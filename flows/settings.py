@@ -35,12 +35,33 @@ class Settings(BaseSettings):
     snapshot_interval_s: float = 5.0
     backup_interval_s: float = 0.0
     judge_shards: int = 16
+    # Requests name their judge, and building a plug-in imports and runs its code: the judge
+    # flow runs only the built-in judges and the plug-ins an operator lists here.
+    judge_plugins: str = Field(
+        default="",
+        description="Plug-in judges (`module:callable`, comma separated) the judge flow may run besides "
+        "the built-in ones; a request naming another gets an error judgement.",
+    )
     metrics_port: int = 9464
 
     @field_validator("kafka_config", mode="before")
     @classmethod
     def _json(cls, v: Any) -> Any:
         return json.loads(v) if isinstance(v, str) else v
+
+    @field_validator("judge_plugins")
+    @classmethod
+    def _plugin_specs(cls, v: str) -> str:
+        """A malformed entry stops the start, rather than failing every request for it later."""
+        for spec in (s.strip() for s in v.split(",")):
+            module, _, attr = spec.partition(":")
+            if spec and not (module and attr):
+                raise ValueError(f"{spec!r} is not 'module:callable'")
+        return v
+
+    def judge_plugin_specs(self) -> frozenset[str]:
+        """The plug-in judges the judge flow may build (`judge_plugins`, split and trimmed)."""
+        return frozenset(s.strip() for s in self.judge_plugins.split(",") if s.strip())
 
     def kafka_add_config(self) -> dict[str, str]:
         """librdkafka pass-through settings: the file first, then the inline JSON."""

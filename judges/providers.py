@@ -17,7 +17,7 @@ from dataclasses import replace
 
 from judges.accounting import AccountedJudge
 from judges.base import Judge
-from judges.config import ProviderSettings, resolve_api_key
+from judges.config import DEFAULT_MODELS, PROVIDERS, ProviderSettings, resolve_api_key
 from judges.limiter import LimitedJudge, RateLimiter
 from judges.llm import LLMJudge
 from judges.retry import RaisingJudge, RetryingJudge, RetryPolicy
@@ -36,6 +36,17 @@ def provider_client(name: str, model: str | None, settings: ProviderSettings, ap
     raise ValueError(f"unknown provider {name!r}: use anthropic or openai")
 
 
+def resolved_model(name: str, model: str | None = None, settings: ProviderSettings | None = None) -> str:
+    """The model the `name` judge calls when asked for `model`: that model, else
+    `CJFLOW_<PROVIDER>_MODEL`, else the provider's default. The judge flow shares one judge
+    (one limiter) per resolved model, so leaving the model unset or naming it are the same."""
+    if name not in PROVIDERS:
+        raise ValueError(f"unknown provider {name!r}: use anthropic or openai")
+    if settings is None:
+        settings = ProviderSettings.for_provider(name)
+    return model or settings.model or DEFAULT_MODELS[name]
+
+
 def build_provider_judge(
     name: str,
     model: str | None = None,
@@ -51,7 +62,7 @@ def build_provider_judge(
         settings = ProviderSettings.for_provider(name, **overrides)
     elif overrides:
         settings = settings.model_copy(update=overrides)
-    client = provider_client(name, model, settings, api_key)
+    client = provider_client(name, resolved_model(name, model, settings), settings, api_key)
     policy = RetryPolicy(
         max_attempts=settings.max_attempts,
         base_s=settings.backoff_base_s,

@@ -43,6 +43,17 @@ class OfflineJudge:
         return None
 
 
+def judge_key(name: str, model: str | None = None) -> tuple[str, str | None]:
+    """What `build_judge(name, model)` would call, as (name, model): requests with equal keys
+    can share one judge and its rate limiter. Only the provider judges use a model (resolved
+    to their default when unset); the others ignore it."""
+    if name in ("anthropic", "openai"):
+        from judges.providers import resolved_model
+
+        return name, resolved_model(name, model)
+    return name, None
+
+
 def build_judge(name: str, model: str | None = None) -> Judge:
     """The judge called `name`; raises ValueError with a readable message if unknown."""
     if name == "offline":

@@ -19,9 +19,10 @@ from bytewax.dataflow import operator
 from bytewax.operators import KeyedStream, StatefulLogic
 
 from judges.base import Judge, error_judgement
+from judges.registry import BUILTIN
 from operators.aio import background_loop
 from schemas import ComparisonRequested, ErrorKind, Judgement, utc_now
-from telemetry.metrics import LLM_IN_FLIGHT
+from telemetry.metrics import JUDGE_REQUESTS_EXPIRED, LLM_IN_FLIGHT
 
 POLL = timedelta(milliseconds=10)
 SWEEP = timedelta(seconds=1)
@@ -91,6 +92,13 @@ class JudgeCallLogic(StatefulLogic[ComparisonRequested, Judgement, list[str]]):
     def _submit(self, request: ComparisonRequested) -> None:
         if request.event_id in self._pending:
             return  # the same attempt is already being judged
+        if request.deadline <= utc_now():
+            # The assessment flow has timed this attempt out and re-issued or given up on it:
+            # a call now (a backlog after an outage, a restored snapshot) would be paid for and
+            # ignored. No judgement: the assessment flow already counts the attempt as timed out.
+            provider = request.judge_provider if request.judge_provider in BUILTIN else "plugin"
+            JUDGE_REQUESTS_EXPIRED.labels(provider).inc()
+            return
         self._pending[request.event_id] = request
         try:
             judge = self._judge_for(request)

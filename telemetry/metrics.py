@@ -46,6 +46,11 @@ LLM_RETRIES = Counter("cjflow_llm_retries_total", "Judge call retries", ["provid
 RATE_LIMIT_WAIT = Counter(
     "cjflow_rate_limit_wait_seconds_total", "Time calls waited for the rate limiter", ["provider", "model"]
 )
+# provider: the built-in judge's name or "plugin" (the request's own name is the publisher's choice)
+JUDGE_REQUESTS_EXPIRED = Counter(
+    "cjflow_judge_requests_expired_total", "Comparison requests past their deadline on arrival (not judged)",
+    ["provider"],
+)
 
 # --- sinks --------------------------------------------------------------------------------------
 SINK_WRITES = Counter("cjflow_sink_rows_written_total", "Rows offered to the database", ["table"])
@@ -55,7 +60,7 @@ SINK_ERRORS = Counter("cjflow_sink_errors_total", "Database write errors", ["kin
 ALL = (
     COMPARISONS_REQUESTED, JUDGEMENTS_RECEIVED, STRAYS, DUPLICATES, ACTIVE_BATCHES, BATCHES_FINISHED,
     BATCH_DURATION, COMPARISONS_PER_BATCH, BATCH_SSR, DEAD_LETTERS, LLM_CALLS, LLM_LATENCY, LLM_TOKENS,
-    LLM_COST, LLM_IN_FLIGHT, LLM_RETRIES, RATE_LIMIT_WAIT, SINK_WRITES, SINK_ERRORS,
+    LLM_COST, LLM_IN_FLIGHT, LLM_RETRIES, RATE_LIMIT_WAIT, JUDGE_REQUESTS_EXPIRED, SINK_WRITES, SINK_ERRORS,
 )
 _SUFFIXES = {"counter": ("_total", "_created"), "gauge": ("",), "histogram": ("_bucket", "_sum", "_count", "_created")}
 

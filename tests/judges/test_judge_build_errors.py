@@ -47,7 +47,10 @@ def registry_judge_for(r):
     return build_judge(r.judge_provider, r.judge_model)
 
 
-@pytest.mark.parametrize("judge_for", [JudgePool, lambda: registry_judge_for], ids=["pool", "bare-registry"])
+# The pool is told to allow the plug-in, so what is tested is a listed plug-in that does not import.
+@pytest.mark.parametrize(
+    "judge_for", [lambda: JudgePool(plugins=["nomod:fn"]), lambda: registry_judge_for], ids=["pool", "bare-registry"]
+)
 def test_unbuildable_judges_give_one_error_judgement_each_and_the_logic_keeps_judging(judge_for, no_openai_key):
     logic = JudgeCallLogic(judge_for(), None)
     for i, (spec, cause) in enumerate(BROKEN):
