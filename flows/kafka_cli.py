@@ -26,7 +26,10 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     topics = sub.add_parser("topics", help="Kafka topics")
     topics.add_argument("action", choices=["create"])
     topics.add_argument("--partitions", type=int, default=None)
-    topics.add_argument("--replication-factor", type=int, default=1)
+    topics.add_argument(
+        "--replication-factor", type=int, default=-1,
+        help="replicas per partition (default -1: the broker's default.replication.factor)",
+    )
     topics.add_argument("--config", type=Path)
     topics.set_defaults(handler=cmd_topics)
 
@@ -100,7 +103,8 @@ def cmd_topics(args: argparse.Namespace) -> int:
     for name, fut in futures.items():
         try:
             fut.result(timeout=30)
-            print(f"created {name} ({parts} partitions)")
+            rf = "broker default" if args.replication_factor == -1 else args.replication_factor
+            print(f"created {name} ({parts} partitions, replication factor {rf})")
         except Exception as exc:  # noqa: BLE001 - report each topic
             if "TOPIC_ALREADY_EXISTS" in str(exc) or "already exists" in str(exc).lower():
                 print(f"exists  {name}")

@@ -7,8 +7,10 @@ import zlib
 from typing import Any
 
 import bytewax.operators as op
-from bytewax.connectors.kafka import KafkaSink, KafkaSinkMessage, KafkaSource, KafkaSourceMessage
+from bytewax.connectors.kafka import KafkaSinkMessage, KafkaSource, KafkaSourceMessage
 from bytewax.dataflow import Dataflow, Stream
+from bytewax.outputs import DynamicSink, StatelessSinkPartition
+from confluent_kafka import Producer
 from pydantic import TypeAdapter
 
 from flows.settings import Settings
@@ -36,13 +38,82 @@ def source(settings: Settings, topics: list[str]) -> KafkaSource:
     return KafkaSource(brokers(settings), topics, tail=True, add_config=conf, raise_on_errors=False)
 
 
-def sink(settings: Settings) -> KafkaSink:
-    """One producer for every output topic (each message names its topic)."""
+class KafkaDeliveryError(RuntimeError):
+    """Messages of a batch were not delivered: the flow must fail (and replay), not go on."""
+
+
+class _DeliveryCheckedPartition(StatelessSinkPartition[KafkaSinkMessage[Any, Any]]):
+    """One producer per worker; `write_batch` returns only once the broker has every message.
+
+    Bytewax's own KafkaSink flushes without delivery callbacks, so a message that fails
+    (broker away longer than message.timeout.ms, unknown or invalid topic, too large) is
+    dropped and the epoch is snapshotted after it. Here any failure raises: the flow stops
+    before the epoch closes and restarts from the last snapshot, which replays the batch.
+    """
+
+    def __init__(self, producer: Producer) -> None:
+        self._producer = producer
+        self._errors: list[str] = []
+
+    def _on_delivery(self, err: Any, msg: Any) -> None:
+        if err is not None:
+            self._errors.append(f"{msg.topic()}: {err}")
+
+    def write_batch(self, items: list[KafkaSinkMessage[Any, Any]]) -> None:
+        self._errors = []
+        for msg in items:
+            if msg.topic is None:
+                raise RuntimeError(f"no topic to produce to for {msg}")
+            kwargs: dict[str, Any] = {}
+            if msg.partition is not None:
+                kwargs["partition"] = msg.partition
+            while True:
+                try:
+                    self._producer.produce(
+                        msg.topic, value=msg.value, key=msg.key, headers=msg.headers,
+                        timestamp=msg.timestamp, on_delivery=self._on_delivery, **kwargs,
+                    )
+                    break
+                except BufferError:  # local queue full: let deliveries drain, then retry
+                    self._producer.poll(0.1)
+            self._producer.poll(0)
+        # Without a timeout flush() returns when every message is delivered or has failed
+        # (librdkafka fails it after message.timeout.ms); check both outcomes anyway.
+        remaining = self._producer.flush()
+        errors, self._errors = self._errors, []
+        if errors or remaining:
+            raise KafkaDeliveryError(
+                f"{len(errors)} of {len(items)} Kafka messages failed delivery"
+                + (f", {remaining} still undelivered after flush" if remaining else "")
+                + (f"; first errors: {'; '.join(errors[:3])}" if errors else "")
+            )
+
+    def close(self) -> None:
+        remaining = self._producer.flush(30)
+        if remaining or self._errors:  # write_batch flushes, so this should never happen
+            log.error("Kafka sink closed with %s undelivered messages, errors %s", remaining, self._errors[:3])
+
+
+class DeliveryCheckedKafkaSink(DynamicSink[KafkaSinkMessage[Any, Any]]):
+    """A Kafka sink that fails the flow when a message is not delivered (see
+    `_DeliveryCheckedPartition`); each message names its topic."""
+
+    def __init__(self, config: dict[str, str]) -> None:
+        self._config = config
+
+    def build(self, step_id: str, worker_index: int, worker_count: int) -> _DeliveryCheckedPartition:
+        return _DeliveryCheckedPartition(Producer(self._config))
+
+
+def sink(settings: Settings) -> DeliveryCheckedKafkaSink:
+    """One producer for every output topic (each message names its topic). A message that
+    is not delivered raises, so the flow restarts from its last snapshot and replays it."""
     conf = {
+        "bootstrap.servers": ",".join(brokers(settings)),
         "enable.idempotence": "true", "linger.ms": "5", "compression.type": "lz4",
         "message.max.bytes": str(MAX_MESSAGE_BYTES), **settings.kafka_add_config(),
     }
-    return KafkaSink(brokers(settings), None, add_config=conf)
+    return DeliveryCheckedKafkaSink(conf)
 
 
 def decoded(step_id: str, flow_in: Stream[Any], adapter: TypeAdapter[Any]) -> Stream[Envelope]:
