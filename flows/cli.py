@@ -29,7 +29,12 @@ def _assess_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--assignment", type=Path, help="file with the task the students answered")
     p.add_argument("--judge", default="offline", help="offline | anthropic | openai | module:callable")
     p.add_argument("--model", help="provider model (default per provider)")
-    p.add_argument("--budget", type=int, default=None, help="maximum valid comparisons")
+    from schemas import BatchSettings
+
+    default_budget = BatchSettings.model_fields["budget"].default
+    p.add_argument("--budget", type=int, default=None,
+                   help=f"maximum valid comparisons (default {default_budget}, whatever the batch size; about 10"
+                        " per essay, 5 x essays, measures a large batch well)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--pairing", choices=["adaptive", "random"], default=None)
     p.add_argument("--in-flight", type=int, default=None, help="comparisons in flight")
@@ -61,6 +66,7 @@ def main(argv: list[str] | None = None) -> int:
     for name in COMMAND_MODULES:
         importlib.import_module(name).add_commands(sub)
     args = parser.parse_args(argv)
+    _tolerant_output()
     try:
         return int(args.handler(args))
     except InputError as exc:
@@ -68,6 +74,17 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except KeyboardInterrupt:
         return 130
+
+
+def _tolerant_output() -> None:
+    """Print what the locale's encoding cannot show escaped (an essay id, a judge message)
+    instead of failing on it; on UTF-8 terminals nothing changes."""
+    for stream in (sys.stdout, sys.stderr):
+        if (getattr(stream, "encoding", "") or "").lower().replace("-", "") != "utf8" and hasattr(stream, "reconfigure"):
+            try:
+                stream.reconfigure(errors="backslashreplace")
+            except (OSError, ValueError):  # a stream that cannot be reconfigured stays as it is
+                pass
 
 
 def cmd_schemas(args: argparse.Namespace) -> int:
@@ -166,6 +183,10 @@ def _stored_batch(db_url: str, batch_id: str) -> StoredBatch | None:
     shown = url.render_as_string(hide_password=True)
     sqlite = url.get_backend_name() == "sqlite"
     if sqlite and (not url.database or not Path(url.database).exists()):
+        folder = Path(url.database).parent if url.database else None
+        if folder is not None and not folder.is_dir():
+            why = "is not a folder" if folder.exists() else "does not exist"
+            raise InputError(f"cannot use database {shown}: cannot create {url.database}: folder {folder} {why}")
         return None  # a new SQLite file: the run creates it and its tables
     try:
         engine = make_engine(db_url)
@@ -214,11 +235,14 @@ def _replay(stored: StoredBatch, batch_id: str, events: list) -> AssessmentResul
 
 
 def cmd_assess(args: argparse.Namespace) -> int:
+    from sqlalchemy.exc import SQLAlchemyError
+
     from cj.stopping import StopRule, completion_target
     from flows.embedded import run_embedded
     from flows.output import ranking_table
 
     batch_id, events, settings = prepare_batch(args)
+    _make_out_folder(args.out)  # before the database: the default one lives in it
     db_url = args.db or f"sqlite:///{(args.out / 'cjflow.sqlite3').resolve()}"
     stored = _stored_batch(db_url, batch_id)
     if stored is not None:
@@ -241,7 +265,8 @@ def cmd_assess(args: argparse.Namespace) -> int:
         from prometheus_client import start_http_server
 
         start_http_server(args.metrics_port, addr="127.0.0.1")
-    args.out.mkdir(parents=True, exist_ok=True)
+    if args.budget is None:
+        _warn_default_budget(len(events) - 1, settings)
     target = completion_target(
         len(events) - 1,
         StopRule(budget=settings.budget, max_mean_se=settings.max_mean_se, min_ssr=settings.min_ssr,
@@ -249,7 +274,16 @@ def cmd_assess(args: argparse.Namespace) -> int:
     )
     bar = _Progress(target, enabled=not args.no_progress and sys.stderr.isatty())
     started = time.perf_counter()
-    collector = run_embedded(events, judge, db_url=db_url, on_judgement=bar.step)
+    try:
+        collector = run_embedded(events, judge, db_url=db_url, on_judgement=bar.step)
+    except SQLAlchemyError as exc:  # creating the embedded database's tables (errors in the flow come wrapped)
+        raise InputError(f"cannot use database {_shown_url(db_url)}: {str(exc).splitlines()[0]}") from None
+    except (KeyboardInterrupt, Exception) as exc:
+        if not _caused_by_interrupt(exc):
+            raise
+        bar.close()
+        print(f"cjflow: interrupted: {_after_interrupt(db_url, batch_id)}", file=sys.stderr)
+        return 130
     bar.close()
     result = collector.results.get(batch_id)
     if result is None:
@@ -262,14 +296,80 @@ def cmd_assess(args: argparse.Namespace) -> int:
     return 0 if result.status.value != "failed" else 1
 
 
+def _make_out_folder(out: Path) -> None:
+    if out.exists() and not out.is_dir():
+        raise InputError(f"--out {out} is a file, not a folder")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise InputError(f"cannot create the --out folder {out}: {exc.strerror or exc}") from None
+
+
+def _shown_url(db_url: str) -> str:
+    from sqlalchemy.engine import make_url
+
+    return make_url(db_url).render_as_string(hide_password=True)
+
+
+def _warn_default_budget(n_essays: int, settings: BatchSettings) -> None:
+    """Warn when the default budget cannot give every essay the comparisons the stopping
+    rule wants first (min_per_essay each): such a batch ends 'completed' on a thin scale."""
+    needed = -(-settings.min_per_essay * n_essays // 2)
+    if settings.budget >= needed:
+        return
+    per_essay = 2 * settings.budget / n_essays
+    print(
+        f"cjflow: warning: the default --budget {settings.budget} allows about {per_essay:.1f} comparisons per essay"
+        f" for {n_essays} essays (the stopping rule wants at least {settings.min_per_essay} each); pass"
+        f" --budget {5 * n_essays} for about 10 per essay",
+        file=sys.stderr,
+    )
+
+
+def _caused_by_interrupt(exc: BaseException) -> bool:
+    """Whether `exc` is, or was raised from, a KeyboardInterrupt: Bytewax's run_main turns
+    Ctrl-C in the flow into a BytewaxRuntimeError from the KeyboardInterrupt."""
+    todo, seen = [exc], set()
+    while todo:
+        e = todo.pop()
+        if e is None or id(e) in seen:
+            continue
+        if isinstance(e, KeyboardInterrupt):
+            return True
+        seen.add(id(e))
+        todo += [e.__cause__, e.__context__]
+    return False
+
+
+def _after_interrupt(db_url: str, batch_id: str) -> str:
+    """What an interrupted run leaves, and what the same command does next (`cmd_assess`)."""
+    anew = "to assess it again pass a new --batch-id or another --db"
+    try:
+        stored = _stored_batch(db_url, batch_id)
+    except InputError:
+        return f"batch {batch_id} has no stored result; if the same command is refused, {anew}"
+    if stored is None:
+        return f"batch {batch_id} has no stored result; the same command assesses it from the start"
+    if stored.result is None:
+        return (f"batch {batch_id} has no stored result; its rows so far stay in the database, so the same command"
+                f" is refused: {anew}")
+    if stored.result.status.value == "failed":
+        return f"batch {batch_id} has a stored failed result, so the same command is refused: {anew}"
+    return f"batch {batch_id} has a stored result; the same command replays it without judging"
+
+
 def _write_outputs(result: AssessmentResult, args: argparse.Namespace) -> list[Path]:
     from flows.output import write_results
 
-    written = [*write_results(result, args.out)]
-    if not args.no_png and result.essays:
-        from flows.report import plot_scale
+    try:
+        written = [*write_results(result, args.out)]
+        if not args.no_png and result.essays:
+            from flows.report import plot_scale
 
-        written.append(plot_scale(result, args.out / "scale.png"))
+            written.append(plot_scale(result, args.out / "scale.png"))
+    except OSError as exc:
+        raise InputError(f"cannot write the results to {args.out}: {exc.strerror or exc}"
+                         f"{f' ({exc.filename})' if exc.filename else ''}") from None
     return written
 
 

@@ -134,11 +134,20 @@ def read_anchor_file(
     anchors: dict[str, str] = {}
     values: dict[str, tuple[float, float]] = {}
     for lineno, row in enumerate(csv.reader(lines), start=1):
-        if not row or not "".join(row).strip() or row[0].lstrip().startswith("#"):
+        while row and not row[-1].strip():  # trailing empty cells (Excel writes 'essay_id,grade,')
+            row = row[:-1]
+        if not row or row[0].lstrip().startswith("#"):
             continue
         header = [c.strip().lower() for c in row]
-        if lineno == 1 and header[:2] == ["essay_id", "grade"] and header[2:] in ([], ["value", "se"]):
-            continue
+        if lineno == 1 and header[:2] == ["essay_id", "grade"]:
+            if header[2:] in ([], ["value", "se"]):
+                continue
+            others = [c.strip() for c in row[2:]]
+            unexpected = [c for c in others if c.lower() not in ("value", "se")] or others
+            raise InputError(
+                f"{path.name} line 1: unexpected header column(s) {', '.join(map(repr, unexpected))};"
+                " the accepted header is essay_id,grade[,value,se]"
+            )
         if len(row) < 2:
             raise InputError(f"{path.name} line {lineno}: expected 'essay_id,grade' or 'essay_id,grade,value,se'")
         eid, grade = row[0].strip(), row[1].strip()

@@ -54,8 +54,9 @@ def _fmt(x: float | None) -> str:
 def write_results(result: AssessmentResult, out_dir: Path) -> tuple[Path, Path]:
     out_dir.mkdir(parents=True, exist_ok=True)
     json_path, csv_path = out_dir / "results.json", out_dir / "results.csv"
-    json_path.write_text(result.model_dump_json(indent=2) + "\n")
-    with csv_path.open("w", newline="") as fh:
+    # UTF-8 whatever the locale (essay ids and judge messages need not be ASCII)
+    json_path.write_text(result.model_dump_json(indent=2) + "\n", encoding="utf-8")
+    with csv_path.open("w", encoding="utf-8", newline="") as fh:
         w = csv.writer(fh)
         w.writerow(["rank", "essay_id", "score", "se", "infit", "outfit", "comparisons", "wins",
                     "anchor_grade", "projected_grade", "grade_probability"])
