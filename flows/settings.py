@@ -3,11 +3,14 @@
 
 from __future__ import annotations
 
+import difflib
 import json
+import types
+import typing
 from pathlib import Path
 from typing import Any
 
-from pydantic import Field, ValidationError, field_validator
+from pydantic import AliasChoices, AliasPath, BaseModel, Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict, SettingsError
 
 from schemas.topics import Topics
@@ -82,7 +85,10 @@ def load_settings(config_file: Path | None = None) -> Settings:
     `CJFLOW_TOPICS__RESULTS` replaces the file's results topic and keeps its other topics,
     and `CJFLOW_KAFKA_CONFIG` entries replace only the file's entries of the same name.
 
-    A missing, unreadable or malformed config file is an InputError (one line)."""
+    A missing, unreadable or malformed config file is an InputError (one line), and so is a
+    key of the file that is not a setting, at any level that is a settings model (`topics`):
+    a typo would otherwise be ignored and its default used. The environment is not checked:
+    other `CJFLOW_` variables (the judges' `CJFLOW_ANTHROPIC_*`, ...) are read elsewhere."""
     from flows.folder import InputError, first_error
 
     try:
@@ -104,6 +110,9 @@ def load_settings(config_file: Path | None = None) -> Settings:
         raise InputError(f"config file {path} is not valid JSON: {exc}") from None
     if not isinstance(data, dict):
         raise InputError(f"config file {path} must hold a JSON object, not {type(data).__name__}")
+    unknown = unknown_keys(Settings, data)
+    if unknown:
+        raise InputError(f"config file {path}: " + "; ".join(unknown))
     try:
         return Settings.model_validate(deep_merge(data, env.model_dump(exclude_unset=True)))
     except ValidationError as exc:
@@ -120,3 +129,53 @@ def deep_merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]
             out[key] = value
     return out
 
+
+
+def unknown_keys(model: type[BaseModel], data: dict[str, Any], prefix: str = "") -> list[str]:
+    """One message per key of `data` (a config file's object) that is not a field of `model`
+    (by name or alias), with its dotted path and the closest field name if there is one;
+    nested objects are checked where the field is itself a model. Models that allow extra
+    keys are not checked."""
+    if model.model_config.get("extra") == "allow":
+        return []
+    known: dict[str, str] = {}  # accepted key -> field name
+    for name, field in model.model_fields.items():
+        known[name] = name
+        for alias in (field.alias, *_alias_names(field.validation_alias)):
+            if alias:
+                known[alias] = name
+    out: list[str] = []
+    for key, value in data.items():
+        where = f"{prefix}{key}"
+        if key not in known:
+            close = difflib.get_close_matches(str(key), list(known), n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            out.append(f"unknown setting {where!r}{hint}")
+            continue
+        sub = _model_of(model.model_fields[known[key]].annotation)
+        if sub is not None and isinstance(value, dict):
+            out.extend(unknown_keys(sub, value, f"{where}."))
+    return out
+
+
+def _alias_names(alias: Any) -> list[str]:
+    """The top-level keys a validation alias accepts (`str`, `AliasPath`, `AliasChoices`)."""
+    if isinstance(alias, str):
+        return [alias]
+    if isinstance(alias, AliasPath):
+        return [alias.path[0]] if alias.path and isinstance(alias.path[0], str) else []
+    if isinstance(alias, AliasChoices):
+        return [n for choice in alias.choices for n in _alias_names(choice)]
+    return []
+
+
+def _model_of(annotation: Any) -> type[BaseModel] | None:
+    """The pydantic model a field holds (`Topics`, `Topics | None`), else None."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    if typing.get_origin(annotation) in (typing.Union, types.UnionType):
+        models = [m for m in map(_model_of, typing.get_args(annotation)) if m is not None]
+        return models[0] if len(models) == 1 else None
+    if typing.get_origin(annotation) is typing.Annotated:
+        return _model_of(typing.get_args(annotation)[0])
+    return None
