@@ -10,14 +10,14 @@ import bytewax.operators as op
 from bytewax.connectors.kafka import KafkaSinkMessage, KafkaSource, KafkaSourceMessage
 from bytewax.dataflow import Dataflow, Stream
 from bytewax.outputs import DynamicSink, StatelessSinkPartition
-from confluent_kafka import Producer
+from confluent_kafka import KafkaError, Producer
 from pydantic import TypeAdapter
 
 from flows.settings import Settings
 from operators.codec import decode, reason_label
 from schemas import AssessmentResult, ComparisonRequested, DeadLetter, Judgement, ResourceUsage
 from schemas.envelope import Envelope
-from telemetry.metrics import DEAD_LETTERS
+from telemetry.metrics import CALLBACKS_UNDELIVERABLE, DEAD_LETTERS
 
 log = logging.getLogger("cjflow")
 
@@ -38,6 +38,13 @@ def source(settings: Settings, topics: list[str]) -> KafkaSource:
     return KafkaSource(brokers(settings), topics, tail=True, add_config=conf, raise_on_errors=False)
 
 
+# Delivery errors that no retry or replay will fix (the topic is missing, illegal or forbidden).
+_REFUSED_FOR_GOOD = frozenset({
+    KafkaError.UNKNOWN_TOPIC_OR_PART, KafkaError._UNKNOWN_TOPIC, KafkaError.TOPIC_AUTHORIZATION_FAILED,
+    KafkaError.TOPIC_EXCEPTION,
+})
+
+
 class KafkaDeliveryError(RuntimeError):
     """Messages of a batch were not delivered: the flow must fail (and replay), not go on."""
 
@@ -51,13 +58,23 @@ class _DeliveryCheckedPartition(StatelessSinkPartition[KafkaSinkMessage[Any, Any
     before the epoch closes and restarts from the last snapshot, which replays the batch.
     """
 
-    def __init__(self, producer: Producer) -> None:
+    def __init__(self, producer: Producer, own_topics: frozenset[str] | None = None) -> None:
         self._producer = producer
+        self._own = own_topics
         self._errors: list[str] = []
 
     def _on_delivery(self, err: Any, msg: Any) -> None:
-        if err is not None:
-            self._errors.append(f"{msg.topic()}: {err}")
+        if err is None:
+            return
+        topic = msg.topic()
+        if self._own is not None and topic not in self._own and err.code() in _REFUSED_FOR_GOOD:
+            # A copy for a topic a batch named (callback_topic) that does not exist or that
+            # cjflow may not write: replaying cannot fix it, and raising would halt every
+            # batch's output behind this one. The result itself is on the results topic.
+            CALLBACKS_UNDELIVERABLE.labels(err.name()).inc()
+            log.error("callback topic %r refused a result copy for good (%s); not retried", topic, err)
+            return
+        self._errors.append(f"{topic}: {err}")
 
     def write_batch(self, items: list[KafkaSinkMessage[Any, Any]]) -> None:
         self._errors = []
@@ -98,22 +115,24 @@ class DeliveryCheckedKafkaSink(DynamicSink[KafkaSinkMessage[Any, Any]]):
     """A Kafka sink that fails the flow when a message is not delivered (see
     `_DeliveryCheckedPartition`); each message names its topic."""
 
-    def __init__(self, config: dict[str, str]) -> None:
+    def __init__(self, config: dict[str, str], own_topics: frozenset[str] | None = None) -> None:
         self._config = config
+        self._own = own_topics
 
     def build(self, step_id: str, worker_index: int, worker_count: int) -> _DeliveryCheckedPartition:
-        return _DeliveryCheckedPartition(Producer(self._config))
+        return _DeliveryCheckedPartition(Producer(self._config), self._own)
 
 
 def sink(settings: Settings) -> DeliveryCheckedKafkaSink:
     """One producer for every output topic (each message names its topic). A message that
-    is not delivered raises, so the flow restarts from its last snapshot and replays it."""
+    is not delivered raises, so the flow restarts from its last snapshot and replays it;
+    except a copy to a batch's callback topic that Kafka refuses for good (logged, counted)."""
     conf = {
         "bootstrap.servers": ",".join(brokers(settings)),
         "enable.idempotence": "true", "linger.ms": "5", "compression.type": "lz4",
         "message.max.bytes": str(MAX_MESSAGE_BYTES), **settings.kafka_add_config(),
     }
-    return DeliveryCheckedKafkaSink(conf)
+    return DeliveryCheckedKafkaSink(conf, frozenset(settings.topics.model_dump().values()))
 
 
 def decoded(step_id: str, flow_in: Stream[Any], adapter: TypeAdapter[Any]) -> Stream[Envelope]:

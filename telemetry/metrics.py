@@ -52,6 +52,13 @@ JUDGE_REQUESTS_EXPIRED = Counter(
     ["provider"],
 )
 
+# reason: the Kafka error's name (a bounded set), never the topic (the batch's choice)
+CALLBACKS_UNDELIVERABLE = Counter(
+    "cjflow_callback_undeliverable_total",
+    "Result copies for a batch's callback topic that Kafka refused for good (the result is on the results topic)",
+    ["reason"],
+)
+
 # --- sinks --------------------------------------------------------------------------------------
 SINK_WRITES = Counter("cjflow_sink_rows_written_total", "Rows offered to the database", ["table"])
 SINK_ERRORS = Counter("cjflow_sink_errors_total", "Database write errors", ["kind"])
@@ -60,7 +67,8 @@ SINK_ERRORS = Counter("cjflow_sink_errors_total", "Database write errors", ["kin
 ALL = (
     COMPARISONS_REQUESTED, JUDGEMENTS_RECEIVED, STRAYS, DUPLICATES, ACTIVE_BATCHES, BATCHES_FINISHED,
     BATCH_DURATION, COMPARISONS_PER_BATCH, BATCH_SSR, DEAD_LETTERS, LLM_CALLS, LLM_LATENCY, LLM_TOKENS,
-    LLM_COST, LLM_IN_FLIGHT, LLM_RETRIES, RATE_LIMIT_WAIT, JUDGE_REQUESTS_EXPIRED, SINK_WRITES, SINK_ERRORS,
+    LLM_COST, LLM_IN_FLIGHT, LLM_RETRIES, RATE_LIMIT_WAIT, JUDGE_REQUESTS_EXPIRED, CALLBACKS_UNDELIVERABLE,
+    SINK_WRITES, SINK_ERRORS,
 )
 _SUFFIXES = {"counter": ("_total", "_created"), "gauge": ("",), "histogram": ("_bucket", "_sum", "_count", "_created")}
 

@@ -19,6 +19,8 @@ from kafka_test_broker import free_port, read_topic
 from flows import kafka_io
 from flows.settings import Settings
 from schemas import DeadLetter
+from schemas.topics import Topics
+from telemetry.metrics import CALLBACKS_UNDELIVERABLE
 
 BAD_TOPIC = "bad topic name!"  # illegal characters: the broker answers INVALID_TOPIC_EXCEPTION
 
@@ -53,7 +55,9 @@ def test_write_batch_delivers_keys_headers_and_topic_per_message(kafka_broker, k
 
 def test_write_batch_raises_when_a_topic_is_invalid(kafka_broker, kafka_topics):
     (good,) = kafka_topics(("good", 1))
-    part = partition(Settings(kafka_brokers=kafka_broker, kafka_config={"message.timeout.ms": "10000"}))
+    # one of cjflow's own topics (a batch's callback topic is the exception: see below)
+    topics = Topics(results=good, deadletter=BAD_TOPIC)
+    part = partition(Settings(kafka_brokers=kafka_broker, topics=topics, kafka_config={"message.timeout.ms": "10000"}))
     msgs = [KafkaSinkMessage(key=b"b1", value=b"ok", topic=good),
             KafkaSinkMessage(key=b"b1", value=b'{"x":1}', topic=BAD_TOPIC)]
     try:
@@ -62,6 +66,23 @@ def test_write_batch_raises_when_a_topic_is_invalid(kafka_broker, kafka_topics):
         assert BAD_TOPIC in str(exc.value)
     finally:
         part.close()
+
+
+def test_a_callback_topic_refused_for_good_is_counted_not_raised(kafka_broker, kafka_topics):
+    """A copy for a topic a batch named that Kafka will never take must not halt the flow
+    (every batch's output would wait behind it); cjflow's own topics still raise."""
+    (good,) = kafka_topics(("good-results", 1))
+    part = partition(Settings(kafka_brokers=kafka_broker, topics=Topics(results=good),
+                              kafka_config={"message.timeout.ms": "10000"}))
+    before = CALLBACKS_UNDELIVERABLE.labels("TOPIC_EXCEPTION")._value.get()
+    msgs = [KafkaSinkMessage(key=b"b1", value=b"result", topic=good),
+            KafkaSinkMessage(key=b"b1", value=b"copy", topic=BAD_TOPIC)]
+    try:
+        part.write_batch(msgs)  # no raise
+    finally:
+        part.close()
+    assert CALLBACKS_UNDELIVERABLE.labels("TOPIC_EXCEPTION")._value.get() == before + 1
+    assert [m.value() for m in read_topic(kafka_broker, good)] == [b"result"]
 
 
 def test_write_batch_raises_when_the_broker_is_unreachable():
@@ -85,7 +106,8 @@ def test_a_flow_fails_instead_of_going_on_when_delivery_fails(kafka_broker, kafk
     flow = Dataflow("delivery_fails")
     items = [KafkaSinkMessage(key=b"b1", value=b"1", topic=good),
              KafkaSinkMessage(key=b"b1", value=b"2", topic=BAD_TOPIC)]
-    op.output("kafka", op.input("in", flow, TestingSource(items)), kafka_io.sink(Settings(kafka_brokers=kafka_broker)))
+    settings = Settings(kafka_brokers=kafka_broker, topics=Topics(results=good, deadletter=BAD_TOPIC))
+    op.output("kafka", op.input("in", flow, TestingSource(items)), kafka_io.sink(settings))
     with pytest.raises(Exception, match="error writing output batch") as exc:
         run_main(flow)
     causes = []
