@@ -178,3 +178,22 @@ def test_create_schema_on_an_empty_postgres_database_runs_the_migrations(pg, emp
     app = make_engine(pg.url(empty_database, APP_ROLE))  # the role and its grants exist too
     assert write_events(app, batch_events("b", 3, 3)) > 0
     app.dispose()
+
+
+@pytest.mark.postgres
+def test_setting_the_app_password_without_createrole_says_what_is_missing(pg, clean_db, tmp_path):
+    """An owner without CREATEROLE (the set-up docs/storage.md describes, with cjflow_app made
+    beforehand) gets an error that names the privilege and the way out, not 'permission denied'."""
+    from sinks.credentials import DatabaseConfigError
+    from sinks.migrate import set_app_password
+
+    owner = "cjflow_owner_nocreaterole"
+    secret = tmp_path / "app-password"
+    secret.write_text("App-Pa55word-Xyz\n")
+    pg.admin_exec(f"DROP ROLE IF EXISTS {owner}")
+    pg.admin_exec(f"CREATE ROLE {owner} LOGIN NOCREATEROLE")
+    try:
+        with pytest.raises(DatabaseConfigError, match="needs CREATEROLE.*CJFLOW_APP_PASSWORD_FILE unset"):
+            set_app_password(pg.url(clean_db.name, owner), secret)
+    finally:
+        pg.admin_exec(f"DROP ROLE IF EXISTS {owner}")
