@@ -171,7 +171,10 @@ def run_embedded(
 # --- reading a batch back (replays) --------------------------------------------------------------
 #: the columns of a batch's stored rows that hold its inputs (the rest are ids and times)
 _BATCH_INPUTS = ("expected_essays", "grade_scale", "assignment", "judge_provider", "judge_model", "settings")
-_ESSAY_INPUTS = ("text", "anchor_grade")
+#: anchors' banked value and SE included (the batch id hashes them only when it is not given
+#: with --batch-id). A row from before migration 0004 holds NULL for them: it matches a run
+#: without banked values, never one with (the stored result cannot be shown to be theirs).
+_ESSAY_INPUTS = ("text", "anchor_grade", "anchor_value", "anchor_value_se")
 
 
 @dataclass(frozen=True)
@@ -186,7 +189,7 @@ class StoredBatch:
 
     def same_inputs(self, batch_row: dict[str, Any], essay_rows: dict[str, dict[str, Any]]) -> bool:
         """Whether the rows a new run would store (`sinks.rows.event_rows`) hold the same
-        inputs: essays, anchors, scale, assignment and settings."""
+        inputs: essays, anchors (grades and banked values), scale, assignment and settings."""
         if any(self.batch.get(c) != batch_row.get(c) for c in _BATCH_INPUTS):
             return False
         if set(self.essays) != set(essay_rows):

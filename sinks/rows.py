@@ -28,7 +28,8 @@ def event_rows(ev: Envelope) -> list[tuple[Table, Row]]:
                 t.essays,
                 dict(
                     batch_id=ev.batch_id, essay_id=ev.essay_id, event_id=ev.event_id, text=ev.text,
-                    anchor_grade=ev.anchor_grade, submitted_at=ev.occurred_at,
+                    anchor_grade=ev.anchor_grade, anchor_value=ev.anchor_value,
+                    anchor_value_se=ev.anchor_value_se, submitted_at=ev.occurred_at,
                 ),
             )
         ]

@@ -69,6 +69,10 @@ essays = Table(
     Column("event_id", ID, nullable=False),
     Column("text", Text, nullable=False),
     Column("anchor_grade", String(50)),
+    # an anchor's banked scale value and its SE (--anchors value,se): inputs of the batch,
+    # compared on a rerun; NULL when not banked (and in rows written before migration 0004)
+    Column("anchor_value", Float),
+    Column("anchor_value_se", Float),
     Column("submitted_at", TS, nullable=False),
     CheckConstraint("length(essay_id) > 0", name="essay_id"),
 )
