@@ -10,7 +10,7 @@ import bytewax.operators as op
 from bytewax.connectors.kafka import KafkaSinkMessage, KafkaSource, KafkaSourceMessage
 from bytewax.dataflow import Dataflow, Stream
 from bytewax.outputs import DynamicSink, StatelessSinkPartition
-from confluent_kafka import KafkaError, Producer
+from confluent_kafka import Producer
 from pydantic import TypeAdapter
 
 from flows.settings import Settings
@@ -38,13 +38,6 @@ def source(settings: Settings, topics: list[str]) -> KafkaSource:
     return KafkaSource(brokers(settings), topics, tail=True, add_config=conf, raise_on_errors=False)
 
 
-# Delivery errors that no retry or replay will fix (the topic is missing, illegal or forbidden).
-_REFUSED_FOR_GOOD = frozenset({
-    KafkaError.UNKNOWN_TOPIC_OR_PART, KafkaError._UNKNOWN_TOPIC, KafkaError.TOPIC_AUTHORIZATION_FAILED,
-    KafkaError.TOPIC_EXCEPTION,
-})
-
-
 class KafkaDeliveryError(RuntimeError):
     """Messages of a batch were not delivered: the flow must fail (and replay), not go on."""
 
@@ -67,12 +60,13 @@ class _DeliveryCheckedPartition(StatelessSinkPartition[KafkaSinkMessage[Any, Any
         if err is None:
             return
         topic = msg.topic()
-        if self._own is not None and topic not in self._own and err.code() in _REFUSED_FOR_GOOD:
-            # A copy for a topic a batch named (callback_topic) that does not exist or that
-            # cjflow may not write: replaying cannot fix it, and raising would halt every
-            # batch's output behind this one. The result itself is on the results topic.
+        if self._own is not None and topic not in self._own:
+            # A copy for a topic a batch named (callback_topic), owned by someone else: missing,
+            # forbidden, too small for the result, or down. Raising would halt every batch's
+            # output behind this one for as long as that lasts, and the result itself is on
+            # the results topic (and in the database): count it, log it, go on.
             CALLBACKS_UNDELIVERABLE.labels(err.name()).inc()
-            log.error("callback topic %r refused a result copy for good (%s); not retried", topic, err)
+            log.error("callback topic %r did not take a result copy (%s); not retried", topic, err)
             return
         self._errors.append(f"{topic}: {err}")
 
@@ -126,7 +120,7 @@ class DeliveryCheckedKafkaSink(DynamicSink[KafkaSinkMessage[Any, Any]]):
 def sink(settings: Settings) -> DeliveryCheckedKafkaSink:
     """One producer for every output topic (each message names its topic). A message that
     is not delivered raises, so the flow restarts from its last snapshot and replays it;
-    except a copy to a batch's callback topic that Kafka refuses for good (logged, counted)."""
+    except a result's copy for a batch's callback topic (logged and counted)."""
     conf = {
         "bootstrap.servers": ",".join(brokers(settings)),
         "enable.idempotence": "true", "linger.ms": "5", "compression.type": "lz4",

@@ -24,7 +24,17 @@ class AssessLogic(StatefulLogic[Inbound, Outbound, dict]):
 
     def __init__(self, snapshot: dict | None):
         # Bytewax's builder gets no key: a new machine takes its batch id from its first event.
-        self.machine = BatchMachine.restore(snapshot) if snapshot else BatchMachine("")
+        self._backlog: list[Outbound] = []  # emitted at the first activation
+        self._unread: dict | None = None  # kept as it was until the backlog is out
+        if not snapshot:
+            self.machine = BatchMachine("")
+        else:
+            try:
+                self.machine = BatchMachine.restore(snapshot)
+            except Exception as exc:  # one unreadable batch must not keep the flow from starting
+                _log.exception("batch %s: saved state unreadable, the batch is ended", snapshot.get("batch_id"))
+                self.machine, self._backlog = BatchMachine.unreadable(snapshot, exc, utc_now())
+                self._unread = snapshot
         self._open = False
         self._track_open()
 
@@ -44,10 +54,12 @@ class AssessLogic(StatefulLogic[Inbound, Outbound, dict]):
             m.STRAYS.inc(mc.strays - strays)
         if mc.duplicates > dups:
             m.DUPLICATES.inc(mc.duplicates - dups)
-        return self._observe(out), self._discard()
+        return self._observe(self._take_backlog() + out), self._discard()
 
     def on_notify(self) -> tuple[Iterable[Outbound], bool]:
         now = utc_now()
+        if self._backlog:
+            return self._observe(self._take_backlog()), self._discard()
         if self.machine.expired(now):
             return [], StatefulLogic.DISCARD
         try:
@@ -58,12 +70,18 @@ class AssessLogic(StatefulLogic[Inbound, Outbound, dict]):
         return out, self._discard()  # essays of a never-opened batch were dead-lettered: drop it
 
     def on_eof(self) -> tuple[Iterable[Outbound], bool]:
-        return [], self._discard()
+        return self._observe(self._take_backlog()), self._discard()
 
     def notify_at(self) -> datetime | None:
-        return self.machine.next_timer()
+        return utc_now() if self._backlog else self.machine.next_timer()
+
+    def _take_backlog(self) -> list[Outbound]:
+        out, self._backlog = self._backlog, []
+        return out
 
     def snapshot(self) -> dict:
+        if self._backlog and self._unread is not None:
+            return self._unread  # not out yet: a restart ends the batch the same way
         return self.machine.snapshot()
 
     def _crashed(self, exc: Exception, value: Inbound | None, now: datetime) -> list[Outbound]:

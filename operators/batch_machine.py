@@ -7,6 +7,7 @@ It emits its result exactly once; whatever arrives afterwards is a counted stray
 
 from __future__ import annotations
 
+import json
 from collections import Counter
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -641,16 +642,46 @@ class BatchMachine:
         try:
             done = self._finish("internal_error", now)
         except Exception:  # the state itself is broken: report what cannot fail
-            self.phase, self.stop, self.done_at, self.result_sent = "done", "internal_error", now, True
             self.essays, self.comps, self._fit, self._issued = [], [], None, None
-            done = [AssessmentResult(
-                event_id=AssessmentResult.id_for(self.batch_id), batch_id=self.batch_id,
-                correlation_id=self.opened.correlation_id, status=BatchStatus.FAILED,
-                stop_reason="internal_error", essays=[], last_error=error, completion_target=0,
-                duration_s=0.0, comparisons_valid=0, comparisons_errored=0, occurred_at=now,
-                callback_topic=self.opened.callback_topic,
-            )]
+            done = [self._bare_failure(error, now, self.opened.correlation_id, self.opened.callback_topic)]
         return out + done
+
+    def _bare_failure(
+        self, error: str, now: datetime, correlation_id: str | None, callback_topic: str | None
+    ) -> AssessmentResult:
+        """The batch's one result when its state cannot give more: failed, no essays."""
+        self.phase, self.stop, self.done_at, self.result_sent = "done", "internal_error", now, True
+        return AssessmentResult(
+            event_id=AssessmentResult.id_for(self.batch_id), batch_id=self.batch_id,
+            correlation_id=correlation_id, status=BatchStatus.FAILED, stop_reason="internal_error",
+            essays=[], last_error=error, completion_target=0, duration_s=0.0, comparisons_valid=0,
+            comparisons_errored=0, occurred_at=now, callback_topic=callback_topic,
+        )
+
+    @classmethod
+    def unreadable(cls, snap: dict, exc: Exception, now: datetime) -> tuple[BatchMachine, list[Outbound]]:
+        """A snapshot this version cannot restore (written by an older one whose schema let
+        in what this one refuses): the batch ends now, failed, with its one result, and its
+        early essays are dead-lettered with their original bytes, instead of the flow (every
+        batch) failing to start."""
+        m = cls(str(snap.get("batch_id") or ""))
+        error = f"internal error: the batch's saved state could not be read: {type(exc).__name__}: {exc}"[:600]
+        out: list[Outbound] = [
+            DeadLetter.create(m.batch_id, error, source="assessment", original=str(raw).encode(),
+                              original_event_type="essay.submitted")
+            for raw in snap.get("early") or ()
+        ]
+        if snap.get("opened") and snap.get("phase") != "done":
+            try:
+                opened = json.loads(snap["opened"])
+                correlation = opened.get("correlation_id")
+            except (TypeError, ValueError, AttributeError):
+                correlation = None
+            if not (isinstance(correlation, str) and 0 < len(correlation) <= 200):
+                correlation = None
+            m.last_error = error
+            out.append(m._bare_failure(error, now, correlation, None))
+        return m, out
 
     def _dead(self, ev: Inbound, reason: str) -> DeadLetter:
         return DeadLetter.create(

@@ -9,6 +9,7 @@ re-issued on resume: calls must be safe to repeat, and the assessment flow dedup
 from __future__ import annotations
 
 import asyncio
+import logging
 import queue
 from collections.abc import Callable, Iterable
 from concurrent.futures import Future
@@ -17,12 +18,15 @@ from datetime import datetime, timedelta
 import bytewax.operators as op
 from bytewax.dataflow import operator
 from bytewax.operators import KeyedStream, StatefulLogic
+from pydantic import ValidationError
 
 from judges.base import Judge, error_judgement
 from judges.registry import BUILTIN
 from operators.aio import background_loop
 from schemas import ComparisonRequested, ErrorKind, Judgement, utc_now
 from telemetry.metrics import JUDGE_REQUESTS_EXPIRED, LLM_IN_FLIGHT
+
+_log = logging.getLogger(__name__)
 
 POLL = timedelta(milliseconds=10)
 SWEEP = timedelta(seconds=1)
@@ -87,7 +91,14 @@ class JudgeCallLogic(StatefulLogic[ComparisonRequested, Judgement, list[str]]):
         self._next_sweep = utc_now() + SWEEP
         self._done: queue.SimpleQueue[tuple[ComparisonRequested, Future[Judgement]]] = queue.SimpleQueue()
         for raw in snapshot or ():
-            self._submit(ComparisonRequested.model_validate_json(raw))
+            try:
+                request = ComparisonRequested.model_validate_json(raw)
+            except ValidationError as exc:
+                # Snapshotted by an older version whose schema allowed it: not judged, like an
+                # overdue request (the assessment flow times the attempt out and re-issues it).
+                _log.error("dropping a restored comparison request this version cannot read: %s", exc)
+                continue
+            self._submit(request)
 
     def _submit(self, request: ComparisonRequested) -> None:
         if request.event_id in self._pending:

@@ -157,7 +157,7 @@ class EssaySubmitted(Envelope):
 
 
 class PresentedEssay(_Model):
-    essay_id: str
+    essay_id: str = Field(max_length=200)
     text: str
 
 
@@ -165,14 +165,15 @@ class ComparisonRequested(Envelope):
     """Ask a judge which of two essays is better; positions are as presented."""
 
     event_type: Literal["comparison.requested"] = "comparison.requested"
-    comparison_id: str
+    comparison_id: str = Field(min_length=1, max_length=250)
     attempt: int = Field(ge=1)
     essay_a: PresentedEssay
     essay_b: PresentedEssay
     assignment: str = ""
     rubric_id: str = "default"
-    judge_provider: str = "offline"
-    judge_model: str | None = None
+    # as bounded as the judgement that answers it (Judgement.provider, .model)
+    judge_provider: str = Field(default="offline", min_length=1, max_length=100)
+    judge_model: str | None = Field(default=None, max_length=200)
     temperature: float | None = None
     deadline: AwareDatetime
 

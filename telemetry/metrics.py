@@ -55,7 +55,7 @@ JUDGE_REQUESTS_EXPIRED = Counter(
 # reason: the Kafka error's name (a bounded set), never the topic (the batch's choice)
 CALLBACKS_UNDELIVERABLE = Counter(
     "cjflow_callback_undeliverable_total",
-    "Result copies for a batch's callback topic that Kafka refused for good (the result is on the results topic)",
+    "Result copies for a batch's callback topic that Kafka did not take (the result is on the results topic)",
     ["reason"],
 )
 

@@ -116,3 +116,25 @@ def test_a_flow_fails_instead_of_going_on_when_delivery_fails(kafka_broker, kafk
         causes.append(e)
         e = e.__cause__ or e.__context__
     assert any(isinstance(c, kafka_io.KafkaDeliveryError) for c in causes), causes
+
+
+class _Sent:
+    def __init__(self, topic: str) -> None:
+        self._topic = topic
+
+    def topic(self) -> str:
+        return self._topic
+
+
+@pytest.mark.parametrize("code", ["MSG_SIZE_TOO_LARGE", "_MSG_TIMED_OUT", "POLICY_VIOLATION", "UNKNOWN_TOPIC_OR_PART"])
+def test_no_delivery_error_on_a_callback_topic_halts_the_flow_but_any_on_our_own_does(code):
+    """A callback topic belongs to whoever named it: too small, down or missing, its copy is
+    counted, never a reason to stop every batch's output. Our own topics raise for each."""
+    from confluent_kafka import KafkaError
+
+    part = kafka_io._DeliveryCheckedPartition(producer=None, own_topics=frozenset({"cj.results"}))  # type: ignore[arg-type]
+    before = CALLBACKS_UNDELIVERABLE.labels(code)._value.get()
+    part._on_delivery(KafkaError(getattr(KafkaError, code)), _Sent("team.callbacks"))
+    assert part._errors == [] and CALLBACKS_UNDELIVERABLE.labels(code)._value.get() == before + 1
+    part._on_delivery(KafkaError(getattr(KafkaError, code)), _Sent("cj.results"))
+    assert len(part._errors) == 1 and part._errors[0].startswith("cj.results: ")

@@ -3,10 +3,12 @@ whole dataflow on every restart), and late or stale events that the machine mish
 
 from __future__ import annotations
 
+import base64
 import json
 from datetime import timedelta
 
 import pytest
+from bytewax.operators import StatefulLogic
 from pydantic import ValidationError
 
 from flows.embedded import run_embedded
@@ -159,3 +161,59 @@ def test_a_batch_that_breaks_the_operator_does_not_stop_the_flow(monkeypatch):
     assert set(collected.results) == {"ok", "bad"}
     assert collected.results["ok"].stop_reason != "internal_error"
     assert collected.results["bad"].stop_reason == "internal_error"
+
+
+def _opened_snapshot(**changes):
+    m, _ = open_batch(n=4, in_flight=2)
+    snap = m.snapshot()
+    opened = json.loads(snap["opened"])
+    opened["settings"].update(changes)
+    snap["opened"] = json.dumps(opened)
+    return snap
+
+
+def test_a_snapshot_an_older_version_wrote_that_this_one_cannot_read_ends_its_batch():
+    """Older versions accepted a 2-day timeout; restoring must not stop the flow (every
+    batch): the batch ends with its one result, failed, saying why."""
+    snap = _opened_snapshot(comparison_timeout_s=172_800)
+    logic = AssessLogic(snap)
+    assert logic.notify_at() is not None and logic.snapshot() == snap  # nothing out yet
+    out, keep = logic.on_notify()
+    (result,) = [r for r in out if isinstance(r, AssessmentResult)]
+    assert result.status.value == "failed" and result.stop_reason == "internal_error"
+    assert "saved state could not be read" in (result.last_error or "")
+    assert logic.machine.phase == "done" and logic.snapshot()["phase"] == "done"
+    assert list(logic.on_notify()[0]) == []  # once
+
+
+def test_unreadable_early_essays_are_dead_lettered_with_their_bytes():
+    m = BatchMachine("b9")
+    m.handle(EssaySubmitted.create("b9", "e0", "text"), T0)
+    snap = m.snapshot()
+    naive = json.loads(snap["early"][0])
+    naive["occurred_at"] = "2026-01-05T09:00:00"
+    snap["early"] = [json.dumps(naive)]
+    logic = AssessLogic(snap)
+    out, keep = logic.on_notify()
+    (dead,) = out
+    assert isinstance(dead, DeadLetter) and json.loads(base64.b64decode(dead.original)) == naive
+    assert keep is StatefulLogic.DISCARD
+
+
+def test_a_request_naming_a_judge_longer_than_a_judgement_can_carry_is_a_dead_letter():
+    m, out = open_batch(n=3)
+    raw = _raw(requests(out)[0])
+    raw["judge_provider"] = "p" * 101
+    got = decode(REQUEST, json.dumps(raw).encode(), b"b1", "req", 0, 1)
+    assert isinstance(got, DeadLetter) and "judge_provider" in got.reason
+
+
+def test_the_judge_flow_drops_a_restored_request_it_cannot_read():
+    from flows.judge import JudgePool
+    from operators.judge_call import JudgeCallLogic
+
+    m, out = open_batch(n=3)
+    raw = _raw(requests(out)[0])
+    raw["judge_model"] = "m" * 300  # allowed by older versions
+    logic = JudgeCallLogic(JudgePool(), [json.dumps(raw)])  # must not raise
+    assert logic.snapshot() == []
