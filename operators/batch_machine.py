@@ -632,6 +632,8 @@ class BatchMachine:
         would never get its one result); essays of a batch not yet open are dead-lettered too."""
         error = f"internal error: {type(exc).__name__}: {exc}"[:600]
         out: list[Outbound] = [self._dead(event, error)] if event is not None else []
+        if self._accepted(event):
+            out.insert(0, event)  # taken in before the error: its row is what the result's refer to
         if self.opened is None:
             out += [self._dead(e, error) for e in self.early if e is not event]
             self.early, self.early_since = [], None
@@ -645,6 +647,13 @@ class BatchMachine:
             self.essays, self.comps, self._fit, self._issued = [], [], None, None
             done = [self._bare_failure(error, now, self.opened.correlation_id, self.opened.callback_topic)]
         return out + done
+
+    def _accepted(self, event: Inbound | None) -> bool:
+        if isinstance(event, BatchOpened):
+            return self.opened is event
+        if isinstance(event, EssaySubmitted):
+            return any(e.essay_id == event.essay_id and e.text == event.text for e in self.essays)
+        return False
 
     def _bare_failure(
         self, error: str, now: datetime, correlation_id: str | None, callback_topic: str | None

@@ -217,3 +217,17 @@ def test_the_judge_flow_drops_a_restored_request_it_cannot_read():
     raw["judge_model"] = "m" * 300  # allowed by older versions
     logic = JudgeCallLogic(JudgePool(), [json.dumps(raw)])  # must not raise
     assert logic.snapshot() == []
+
+
+def test_an_event_taken_in_before_the_error_is_still_passed_on_for_its_row(monkeypatch):
+    """The result's rows refer to the batch's and essays' rows: an essay accepted just before
+    the error is passed on (besides its dead letter), or the database would refuse them."""
+    logic = AssessLogic(None)
+    logic.on_item(BatchOpened.create("b1", 2, occurred_at=T0))
+    logic.on_item(EssaySubmitted.create("b1", "e0", "essay 0 [q=0]"))
+    _judge_then_break(monkeypatch, "_advance")  # raised once the last essay is in
+    last = EssaySubmitted.create("b1", "e1", "essay 1 [q=1]")
+    got = list(logic.on_item(last)[0])
+    assert got[0] == last and isinstance(got[1], DeadLetter)
+    (result,) = [r for r in got if isinstance(r, AssessmentResult)]
+    assert {e.essay_id for e in result.essays} == {"e0", "e1"}
