@@ -31,7 +31,7 @@ class AssessLogic(StatefulLogic[Inbound, Outbound, dict]):
         else:
             try:
                 self.machine = BatchMachine.restore(snapshot)
-            except Exception as exc:  # one unreadable batch must not keep the flow from starting
+            except Exception as exc:  # noqa: BLE001 - one unreadable batch must not keep the flow from starting
                 _log.exception("batch %s: saved state unreadable, the batch is ended", snapshot.get("batch_id"))
                 self.machine, self._backlog = BatchMachine.unreadable(snapshot, exc, utc_now())
                 self._unread = snapshot
@@ -48,7 +48,7 @@ class AssessLogic(StatefulLogic[Inbound, Outbound, dict]):
         now = utc_now()
         try:
             out = mc.handle(value, now)
-        except Exception as exc:  # one batch's failure must not stop the flow (and every batch)
+        except Exception as exc:  # noqa: BLE001 - one batch's failure must not stop the flow (and every batch)
             out = self._crashed(exc, value, now)
         if mc.strays > strays:
             m.STRAYS.inc(mc.strays - strays)
@@ -64,7 +64,7 @@ class AssessLogic(StatefulLogic[Inbound, Outbound, dict]):
             return [], StatefulLogic.DISCARD
         try:
             fired = self.machine.on_timer(now)
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - as in on_item
             fired = self._crashed(exc, None, now)
         out = self._observe(fired)
         return out, self._discard()  # essays of a never-opened batch were dead-lettered: drop it

@@ -643,7 +643,7 @@ class BatchMachine:
         self.last_error = error
         try:
             done = self._finish("internal_error", now)
-        except Exception:  # the state itself is broken: report what cannot fail
+        except Exception:  # noqa: BLE001 - the state itself is broken: report what cannot fail
             self.essays, self.comps, self._fit, self._issued = [], [], None, None
             done = [self._bare_failure(error, now, self.opened.correlation_id, self.opened.callback_topic)]
         return out + done

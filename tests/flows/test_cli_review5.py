@@ -15,7 +15,6 @@ from pathlib import Path
 import pytest
 
 from flows.cli import main
-
 from tests.flows.test_cli import ROOT, assess_fails_in_one_line, marker_essays, run_cli, write_essays
 
 # an ASCII locale that Python does not coerce to UTF-8 (as a non-UTF-8 locale would be)
@@ -54,7 +53,7 @@ def test_a_non_ascii_judge_message_is_written_in_utf8_under_an_ascii_locale(tmp_
     proc = subprocess.run(
         [sys.executable, "-m", "flows.cli", "assess", str(folder), "--judge", "cjflow_msg_judge:judge",
          "--out", str(out), "--no-progress", "--no-png"],
-        capture_output=True, env=_env(tmp_path, **ASCII_LOCALE), cwd=ROOT, timeout=120,
+        capture_output=True, env=_env(tmp_path, **ASCII_LOCALE), cwd=ROOT, timeout=120, check=False,
     )
     assert b"Traceback" not in proc.stderr, proc.stderr.decode(errors="replace")
     assert proc.returncode == 1  # every call failed: a failed batch, reported as usual
@@ -76,7 +75,7 @@ def test_non_ascii_essay_ids_are_written_in_utf8_under_an_ascii_locale(tmp_path)
         " r = AssessmentResult.model_validate_json(Path(sys.argv[1]).read_bytes()); write_results(r, Path(sys.argv[2]))"
     )
     proc = subprocess.run([sys.executable, "-c", code, str(first / "results.json"), str(out)], capture_output=True,
-                          text=True, env=_env(tmp_path, **ASCII_LOCALE), cwd=ROOT, timeout=60)
+                          text=True, env=_env(tmp_path, **ASCII_LOCALE), cwd=ROOT, timeout=60, check=False)
     assert proc.returncode == 0, proc.stderr
     assert (out / "results.json").read_bytes() == (first / "results.json").read_bytes()
     ids = {line.split(",")[1] for line in (out / "results.csv").read_bytes().decode("utf-8").splitlines()[1:]}
@@ -137,7 +136,7 @@ def test_ctrl_c_during_assess_stops_in_one_line_and_says_how_to_rerun(tmp_path):
             "--out", str(out), "--no-progress", "--no-png", "--batch-id", "slow"]
     env = _env(tmp_path, RUST_BACKTRACE="0")
     proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=ROOT,
-                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))  # noqa: PLW1509
     deadline = time.monotonic() + 60
     judged = 0
     while judged < 2 and time.monotonic() < deadline and proc.poll() is None:  # judging has begun
@@ -154,8 +153,8 @@ def test_ctrl_c_during_assess_stops_in_one_line_and_says_how_to_rerun(tmp_path):
     assert proc.returncode == 130, stderr
     assert "Traceback" not in stderr and stdout == ""
     lines = [ln for ln in stderr.splitlines() if ln.startswith("cjflow:")]
-    assert lines == ["cjflow: interrupted: batch slow has no stored result; its rows so far stay in the database,"
-                     " so the same command is refused: to assess it again pass a new --batch-id or another --db"]
+    assert lines == [("cjflow: interrupted: batch slow has no stored result; its rows so far stay in the database,"
+                      " so the same command is refused: to assess it again pass a new --batch-id or another --db")]
     again = run_cli(*args[3:])  # and so it is
     assert again.returncode == 2
     assert "batch slow already exists in the database but it has no stored result" in again.stderr

@@ -10,10 +10,10 @@ from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
 
+import cj_test_plugins
 import pytest
 from prometheus_client import REGISTRY
 
-import cj_test_plugins
 import flows.judge
 from flows.cli import judge_from_cli
 from flows.folder import InputError

@@ -12,6 +12,7 @@ from bytewax.operators import StatefulLogic
 from pydantic import ValidationError
 
 from flows.embedded import run_embedded
+from flows.judge import REQUEST
 from judges.registry import OfflineJudge
 from operators.assess import AssessLogic
 from operators.batch_machine import BatchMachine
@@ -24,7 +25,6 @@ from schemas import (
     ErrorKind,
     EssaySubmitted,
 )
-from flows.judge import REQUEST
 from schemas.events import INBOUND
 from tests.operators.test_batch_machine import T0, answer, open_batch, requests
 
@@ -42,7 +42,7 @@ def test_a_time_without_utc_offset_is_a_dead_letter_at_decode(field):
 
 
 def test_a_request_deadline_without_utc_offset_is_a_dead_letter_at_decode():
-    m, out = open_batch(n=3)
+    _m, out = open_batch(n=3)
     raw = _raw(requests(out)[0])
     raw["deadline"] = "2026-01-05T09:00:00"
     got = decode(REQUEST, json.dumps(raw).encode(), b"b1", "req", 0, 1)
@@ -178,7 +178,7 @@ def test_a_snapshot_an_older_version_wrote_that_this_one_cannot_read_ends_its_ba
     snap = _opened_snapshot(comparison_timeout_s=172_800)
     logic = AssessLogic(snap)
     assert logic.notify_at() is not None and logic.snapshot() == snap  # nothing out yet
-    out, keep = logic.on_notify()
+    out, _keep = logic.on_notify()
     (result,) = [r for r in out if isinstance(r, AssessmentResult)]
     assert result.status.value == "failed" and result.stop_reason == "internal_error"
     assert "saved state could not be read" in (result.last_error or "")
@@ -201,7 +201,7 @@ def test_unreadable_early_essays_are_dead_lettered_with_their_bytes():
 
 
 def test_a_request_naming_a_judge_longer_than_a_judgement_can_carry_is_a_dead_letter():
-    m, out = open_batch(n=3)
+    _m, out = open_batch(n=3)
     raw = _raw(requests(out)[0])
     raw["judge_provider"] = "p" * 101
     got = decode(REQUEST, json.dumps(raw).encode(), b"b1", "req", 0, 1)
@@ -212,7 +212,7 @@ def test_the_judge_flow_drops_a_restored_request_it_cannot_read():
     from flows.judge import JudgePool
     from operators.judge_call import JudgeCallLogic
 
-    m, out = open_batch(n=3)
+    _m, out = open_batch(n=3)
     raw = _raw(requests(out)[0])
     raw["judge_model"] = "m" * 300  # allowed by older versions
     logic = JudgeCallLogic(JudgePool(), [json.dumps(raw)])  # must not raise
