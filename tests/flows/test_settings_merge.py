@@ -12,16 +12,6 @@ from flows.settings import deep_merge, load_settings
 from schemas.topics import Topics
 
 
-@pytest.fixture
-def clean_env(monkeypatch):
-    import os
-
-    for name in list(os.environ):
-        if name.startswith("CJFLOW_"):
-            monkeypatch.delenv(name)
-    return monkeypatch
-
-
 def write_config(tmp_path, data) -> str:
     path = tmp_path / "cjflow.json"
     path.write_text(json.dumps(data))

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import json
-
 import pytest
 from pydantic import AliasChoices, BaseModel, Field
 
@@ -11,22 +9,7 @@ from flows.cli import main
 from flows.folder import InputError
 from flows.settings import load_settings, unknown_keys
 from schemas.topics import Topics
-
-
-@pytest.fixture
-def clean_env(monkeypatch):
-    import os
-
-    for name in list(os.environ):
-        if name.startswith("CJFLOW_"):
-            monkeypatch.delenv(name)
-    return monkeypatch
-
-
-def write_config(tmp_path, data) -> str:
-    path = tmp_path / "cjflow.json"
-    path.write_text(json.dumps(data))
-    return str(path)
+from tests.flows.test_settings_merge import write_config
 
 
 def test_a_top_level_typo_is_an_error_naming_the_key_and_the_close_setting(tmp_path, clean_env):

@@ -15,6 +15,7 @@ import pytest
 from sqlalchemy import create_engine, inspect, text
 
 from flows.cli import main
+from tests.flows.test_cli import table_rows
 
 ROOT = Path(__file__).resolve().parents[2]
 REFUSED = (
@@ -28,14 +29,6 @@ def run_cli(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run(
         [sys.executable, "-m", "flows.cli", *args], capture_output=True, text=True, env=env, cwd=ROOT, timeout=180, check=False
     )
-
-
-def table_rows(db: Path) -> dict[str, list[tuple]]:
-    con = sqlite3.connect(db)
-    tables = [r[0] for r in con.execute("select name from sqlite_master where type='table' order by name")]
-    out = {t: sorted(con.execute(f'select * from "{t}"').fetchall(), key=repr) for t in tables}
-    con.close()
-    return out
 
 
 def shifted(bank: Path, dest: Path, dv: float = 0.0, dse: float = 0.0) -> Path:
