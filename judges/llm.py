@@ -38,6 +38,9 @@ RateListener = Callable[[Mapping[str, str]], None]
 class LLMJudge(ABC):
     provider: str
     default_model: str
+    # Whether the provider counts a request against tokens/min at admission with its whole
+    # output cap (OpenAI: prompt + max_completion_tokens); the limiter must then reserve it.
+    counts_output_cap: bool = False
 
     def __init__(self, settings: ProviderSettings, api_key: SecretStr, model: str | None = None):
         self.settings = settings
@@ -94,9 +97,19 @@ class LLMJudge(ABC):
         return request.temperature if request.temperature is not None else self.settings.temperature
 
     def estimate(self, requests: list[ComparisonRequested]) -> int:
+        """Tokens to reserve for one call (settled to the usage reported afterwards)."""
         chars = sum(len(r.essay_a.text) + len(r.essay_b.text) + len(r.assignment) for r in requests)
         chars += len(system_block(requests[0].rubric_id, bundle=len(requests) > 1)) + 300 * len(requests)
-        return estimate_tokens(chars, self.settings.expected_output_tokens * len(requests))
+        output = self.settings.expected_output_tokens * len(requests)
+        if self.counts_output_cap:
+            output = max(output, self._output_cap(len(requests)))
+        return estimate_tokens(chars, output)
+
+    def _output_cap(self, n_requests: int) -> int:
+        """The output token cap a call of `n_requests` comparisons is sent with."""
+        if n_requests == 1:
+            return self.settings.max_tokens
+        return min(self.settings.max_tokens * n_requests, 32_000)
 
     async def call(self, body: dict[str, Any]) -> tuple[Any, float]:
         self.remember_loop()
@@ -114,7 +127,7 @@ class LLMJudge(ABC):
 
     async def judge(self, request: ComparisonRequested) -> Judgement:
         prompt = build_prompt(request)
-        body = self.request_body(prompt, self.settings.max_tokens, self._temperature(request), bundle=False)
+        body = self.request_body(prompt, self._output_cap(1), self._temperature(request), bundle=False)
         response, latency = await self.call(body)
         return self.judgement_from(request, response, prompt, latency)
 
@@ -146,8 +159,7 @@ class LLMJudge(ABC):
         whole call raises; a bad item comes back as its own ProviderError."""
         ids = [str(i + 1) for i in range(len(requests))]
         prompt = build_bundle_prompt(requests, ids)
-        max_tokens = min(self.settings.max_tokens * len(requests), 32_000)
-        body = self.request_body(prompt, max_tokens, self._temperature(requests[0]), bundle=True)
+        body = self.request_body(prompt, self._output_cap(len(requests)), self._temperature(requests[0]), bundle=True)
         response, latency = await self.call(body)
         output, usage = self.parse_response(response)
         items = parse_bundle(output, ids)

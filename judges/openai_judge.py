@@ -22,6 +22,7 @@ from schemas import ErrorKind, TokenUsage
 class OpenAIJudge(LLMJudge):
     provider = "openai"
     default_model = DEFAULT_MODELS["openai"]
+    counts_output_cap = True  # tokens/min counts prompt + max_completion_tokens at admission
 
     def __init__(
         self,
