@@ -80,6 +80,13 @@ class JudgePool:
             return judge
 
 
+def shard_key(request: ComparisonRequested, shards: int) -> str:
+    """By comparison, not batch: each process's limiter holds 1/N of the deployment's rpm/tpm,
+    so one batch keyed to one process would run at 1/N of the paid rate. All attempts of a
+    comparison still meet on one shard, where a repeated attempt is recognised."""
+    return kafka_io.shard_of(request.comparison_id, shards)
+
+
 def build_flow(settings: Settings | None = None) -> Dataflow:
     settings = settings or load_settings()
     t = settings.topics
@@ -88,7 +95,7 @@ def build_flow(settings: Settings | None = None) -> Dataflow:
     events = kafka_io.decoded("decode", messages, REQUEST)
     bad = op.filter("undecodable", events, lambda e: isinstance(e, DeadLetter))
     requests = op.filter("requests", events, lambda e: isinstance(e, ComparisonRequested))
-    sharded = op.key_on("shard", requests, lambda r: kafka_io.shard_of(r.batch_id, settings.judge_shards))
+    sharded = op.key_on("shard", requests, lambda r: shard_key(r, settings.judge_shards))
     judged = op.key_rm("unkey", judge_comparisons("judge", sharded, JudgePool(plugins=settings.judge_plugin_specs())))
     out = op.merge("all", judged, bad)
     op.output(

@@ -195,9 +195,9 @@ def to_message(event: Envelope, topic: str) -> KafkaSinkMessage[bytes, bytes]:
     )
 
 
-def shard_of(batch_id: str, shards: int) -> str:
+def shard_of(key: str, shards: int) -> str:
     """Stable shard key (crc32, not hash(): that is salted per process)."""
-    return f"shard-{zlib.crc32(batch_id.encode()) % max(1, shards)}"
+    return f"shard-{zlib.crc32(key.encode()) % max(1, shards)}"
 
 
 def new_flow(name: str) -> Dataflow:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -16,6 +17,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from schemas import ComparisonRequested
+from schemas.events import RUBRIC_ID
 
 JUSTIFICATION_CHARS = 600
 TOOL_SINGLE = "record_judgement"
@@ -168,6 +170,8 @@ def load_rubric(rubric_id: str = "default") -> str:
     """The rubric text for `rubric_id`: `$CJFLOW_RUBRIC_DIR/<id>.md` (or `.txt`), else
     `$CJFLOW_RUBRIC_FILE` for the default, else the built-in rubric."""
     directory = os.environ.get("CJFLOW_RUBRIC_DIR")
+    if not re.fullmatch(RUBRIC_ID, rubric_id):  # the events check it too: never a path
+        raise ValueError(f"rubric id {rubric_id!r} is not a plain name")
     if directory:
         for ext in (".md", ".txt"):
             path = Path(directory) / f"{rubric_id}{ext}"

@@ -16,6 +16,8 @@ MAX_ESSAY_CHARS = 60_000
 # message (flows/kafka_io.py MAX_MESSAGE_BYTES, 16 MiB). Larger batches are dead-lettered by
 # the batch operator; the schema keeps its v1 bound.
 MAX_BATCH_ESSAYS = 10_000
+# A rubric id names a file in the judge workers' rubric folder: a plain name, never a path.
+RUBRIC_ID = r"^[A-Za-z0-9_-][A-Za-z0-9_.-]{0,99}$"
 
 
 def _escape_nul(limit: int) -> Any:
@@ -86,7 +88,7 @@ class BatchSettings(_Model):
     judge_provider: str = Field(default="offline", min_length=1, max_length=100)
     judge_model: str | None = Field(default=None, max_length=200)
     temperature: float | None = None
-    rubric_id: str = "default"
+    rubric_id: str = Field(default="default", pattern=RUBRIC_ID)
 
 
 class BatchOpened(Envelope):
@@ -170,7 +172,7 @@ class ComparisonRequested(Envelope):
     essay_a: PresentedEssay
     essay_b: PresentedEssay
     assignment: str = ""
-    rubric_id: str = "default"
+    rubric_id: str = Field(default="default", pattern=RUBRIC_ID)
     # as bounded as the judgement that answers it (Judgement.provider, .model)
     judge_provider: str = Field(default="offline", min_length=1, max_length=100)
     judge_model: str | None = Field(default=None, max_length=200)

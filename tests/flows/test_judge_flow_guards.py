@@ -173,3 +173,21 @@ def test_requests_past_their_deadline_are_dropped_not_called():
     restored = JudgeCallLogic(JudgePool(), [stale.model_dump_json()])
     assert restored.in_flight == 0 and restored.snapshot() == [] and restored.on_eof()[0] == []
     assert expired_count("plugin") - before["plugin"] == 3 and expired_count("offline") - before["offline"] == 1
+
+
+def test_one_batch_is_spread_over_every_shard_and_an_attempt_meets_its_repeats():
+    """Each judge process's limiter holds 1/N of the rate: keyed by batch, a lone batch ran at
+    1/N of what the deployment pays for."""
+    from datetime import timedelta
+
+    from flows.judge import shard_key
+    from schemas import ComparisonRequested, PresentedEssay, utc_now
+
+    def req(seq: int, attempt: int = 1) -> ComparisonRequested:
+        essay = PresentedEssay(essay_id="e", text="t")
+        return ComparisonRequested.create("one-batch", f"one-batch#{seq}", attempt, essay_a=essay, essay_b=essay,
+                                          deadline=utc_now() + timedelta(minutes=5))
+
+    shards = {shard_key(req(i), 16) for i in range(400)}
+    assert len(shards) == 16
+    assert all(shard_key(req(i, 1), 16) == shard_key(req(i, 3), 16) for i in range(50))

@@ -89,6 +89,30 @@ def test_rubric_from_a_file(tmp_path, monkeypatch):
         prompt_module.system_block.cache_clear()
 
 
+def test_a_rubric_id_is_a_name_never_a_path(tmp_path, monkeypatch):
+    """Whoever publishes a batch names its rubric: '../x' must not read files beside the
+    rubric folder into the prompt (and from there into justifications)."""
+    import pytest
+    from pydantic import ValidationError
+
+    from judges import prompt as prompt_module
+    from schemas import BatchSettings
+
+    (tmp_path / "rubrics").mkdir()
+    (tmp_path / "secret.md").write_text("TOP SECRET")
+    monkeypatch.setenv("CJFLOW_RUBRIC_DIR", str(tmp_path / "rubrics"))
+    for bad in ("../secret", "/etc/passwd", "a/b", ".hidden", ""):
+        with pytest.raises(ValidationError):
+            BatchSettings(rubric_id=bad)
+        with pytest.raises(ValidationError):
+            request(0, rubric_id=bad)
+        prompt_module.load_rubric.cache_clear()
+        with pytest.raises(ValueError, match="not a plain name"):
+            prompt_module.load_rubric(bad)
+    prompt_module.load_rubric.cache_clear()
+    assert BatchSettings(rubric_id="year-9_v2.1").rubric_id == "year-9_v2.1"
+
+
 def test_bundle_prompt_delimits_each_item():
     reqs = [request(i, f"essay a{i}", f"essay b{i}") for i in range(3)]
     p = build_bundle_prompt(reqs, ["1", "2", "3"])
