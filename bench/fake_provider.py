@@ -68,6 +68,7 @@ class FakeStats:
     in_flight: int = 0
     max_in_flight: int = 0
     batches: int = 0
+    batches_cancelled: int = 0  # cancel requests for a known batch (ids in FakeProvider.cancelled)
 
 
 class _Bucket:
@@ -110,6 +111,7 @@ class FakeProvider:
         self.recent: deque[dict[str, Any]] = deque(maxlen=50)  # last inference bodies, for tests
         self._files: dict[str, bytes] = {}
         self._batches: dict[str, dict[str, Any]] = {}
+        self.cancelled: list[str] = []  # batch ids a cancel was asked for, in order
         self._loop: asyncio.AbstractEventLoop | None = None
         self._server: asyncio.base_events.Server | None = None
         self._thread: threading.Thread | None = None
@@ -415,6 +417,9 @@ class FakeProvider:
             return _error("anthropic", 404, "not_found_error", f"no batch {bid}")
         if method == "GET" and len(parts) == 5:
             return 200, {}, self._anthropic_batch_obj(bid)
+        if method == "POST" and parts[-1] == "cancel":
+            self._cancel(bid)
+            return 200, {}, self._anthropic_batch_obj(bid)
         if method == "GET" and parts[-1] == "results":
             lines = []
             for item in self._batches[bid]["requests"]:
@@ -446,7 +451,7 @@ class FakeProvider:
             "created_at": iso(b["created"]),
             "expires_at": iso(b["created"] + 86400),
             "ended_at": iso(time.time()) if ended else None,
-            "cancel_initiated_at": None,
+            "cancel_initiated_at": iso(b["cancelled"]) if "cancelled" in b else None,
             "archived_at": None,
             "results_url": f"{self.url}/v1/messages/batches/{bid}/results" if ended else None,
         }
@@ -481,7 +486,15 @@ class FakeProvider:
         bid = parts[3] if len(parts) > 3 else ""
         if bid not in self._batches:
             return _error("openai", 404, "invalid_request_error", f"no batch {bid}")
+        if method == "POST" and parts[-1] == "cancel":
+            self._cancel(bid)
         return 200, {}, self._openai_batch_obj(bid)
+
+    def _cancel(self, bid: str) -> None:
+        """Record a cancel (the batch still ends, and answers, as it would have)."""
+        self.stats.batches_cancelled += 1
+        self.cancelled.append(bid)
+        self._batches[bid].setdefault("cancelled", time.time())
 
     def _openai_batch_obj(self, bid: str) -> dict:
         b = self._batches[bid]

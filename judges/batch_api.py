@@ -5,24 +5,34 @@ one provider batch, polled until it has ended, and each result goes back to its 
 A raising judge like the provider clients (it sits inside the retry layer, so an errored or
 expired item is submitted again in a later batch). Recovery re-issues in-flight requests,
 which then go into a new provider batch: the old one's results are paid for but unused.
+
+A transient error while polling a batch (a dropped connection, a 429, a 5xx) is retried in
+place, with backoff and Retry-After, on the same batch: failing the group would have the
+retry layer submit (and pay for) every item again. Polling gives up on a lasting error or
+when the group's deadline has passed, and then cancels the batch if it may still be running.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import logging
+import random
 import time
 from typing import Any, Literal, Protocol
 
 from judges.anthropic_judge import AnthropicJudge
 from judges.anthropic_judge import map_error as anthropic_error
-from judges.errors import ProviderError, kind_for_status, out_of_quota, quota_error
+from judges.errors import RETRYABLE, ProviderError, kind_for_status, out_of_quota, quota_error, scrub
 from judges.llm import LLMJudge
 from judges.openai_judge import OpenAIJudge
 from judges.openai_judge import map_error as openai_error
 from judges.prompt import Prompt, build_prompt
-from schemas import ComparisonRequested, ErrorKind, Judgement
-from telemetry.metrics import LLM_PROVIDER_BATCHES
+from judges.retry import RetryPolicy
+from schemas import ComparisonRequested, ErrorKind, Judgement, utc_now
+from telemetry.metrics import LLM_PROVIDER_BATCHES, LLM_RETRIES
+
+log = logging.getLogger(__name__)
 
 Results = dict[str, Any]  # custom id -> provider response object, or a ProviderError
 
@@ -34,6 +44,9 @@ class BatchBackend(Protocol):
         """'running', 'ended', or 'failed: why'."""
 
     async def results(self, batch_id: str) -> Results: ...
+
+    async def cancel(self, batch_id: str) -> None:
+        """Ask the provider to stop the batch (optional for a backend)."""
 
 
 class AnthropicBatches:
@@ -81,6 +94,12 @@ class AnthropicBatches:
         except Exception as exc:  # noqa: BLE001
             raise anthropic_error(exc) from None
         return out
+
+    async def cancel(self, batch_id: str) -> None:
+        try:
+            await self.client.messages.batches.cancel(batch_id)
+        except Exception as exc:  # noqa: BLE001
+            raise anthropic_error(exc) from None
 
 
 _ANTHROPIC_KINDS = {
@@ -131,11 +150,11 @@ class OpenAIBatches:
         return "running"
 
     async def results(self, batch_id: str) -> Results:
-        batch = getattr(self, "_last", None)
-        if batch is None or batch.id != batch_id:
-            batch = await self.client.batches.retrieve(batch_id)
         out: Results = {}
         try:
+            batch = getattr(self, "_last", None)
+            if batch is None or batch.id != batch_id:
+                batch = await self.client.batches.retrieve(batch_id)
             for file_id in (batch.output_file_id, batch.error_file_id):
                 if not file_id:
                     continue
@@ -168,6 +187,12 @@ class OpenAIBatches:
             raise openai_error(exc) from None
         return out
 
+    async def cancel(self, batch_id: str) -> None:
+        try:
+            await self.client.batches.cancel(batch_id)
+        except Exception as exc:  # noqa: BLE001
+            raise openai_error(exc) from None
+
 
 def backend_for(judge: LLMJudge) -> BatchBackend:
     if isinstance(judge, AnthropicJudge):
@@ -188,11 +213,16 @@ class BatchApiJudge:
         max_requests: int = 10_000,
         poll_s: float = 30.0,
         backend: BatchBackend | None = None,
+        policy: RetryPolicy | None = None,
+        rng: random.Random | None = None,
     ):
         self.inner = inner
         self.provider, self.model = inner.provider, inner.model
         self.backend = backend or backend_for(inner)
         self.window_s, self.max_requests, self.poll_s = window_s, max_requests, poll_s
+        # Backoff for polling errors: the judges' (base, cap); bounded by the group's deadline.
+        self.policy = policy or RetryPolicy(base_s=inner.settings.backoff_base_s, max_s=inner.settings.backoff_max_s)
+        self._rng = rng or random.Random()
         self._open: _Pending | None = None
         self._tasks: set[asyncio.Task[None]] = set()
 
@@ -229,16 +259,11 @@ class BatchApiJudge:
                 (cid, self.inner.request_body(prompt, self.inner.settings.max_tokens, temperature, bundle=False))
             )
             prompts[cid] = (request, prompt, fut)
+        # Past the last request's deadline no caller waits for this batch any more.
+        deadline = time.monotonic() + max(0.0, (max(r.deadline for r, _ in group) - utc_now()).total_seconds())
         try:
             batch_id = await self.backend.submit(items)
-            while True:
-                state = await self.backend.status(batch_id)
-                if state == "ended":
-                    break
-                if state.startswith("failed"):
-                    raise ProviderError(ErrorKind.SERVER_ERROR, f"provider batch {batch_id} {state}"[:400])
-                await asyncio.sleep(self.poll_s)
-            results = await self.backend.results(batch_id)
+            results = await self._results(batch_id, deadline)
         except ProviderError as exc:
             LLM_PROVIDER_BATCHES.labels(self.provider, self.model, exc.kind.value).inc()
             for _, _, fut in prompts.values():
@@ -268,5 +293,80 @@ class BatchApiJudge:
                 except ProviderError as exc:
                     fut.set_exception(exc)
 
+    async def _results(self, batch_id: str, deadline: float) -> Results:
+        """Poll the batch until it has ended, then fetch its results. A retryable error is
+        retried in place (same batch) with backoff or the provider's Retry-After; a lasting
+        one, or running past `deadline`, gives up: the batch is cancelled first if it may
+        still be running (so that it is not processed and billed for nothing)."""
+        ended = False
+        failures = 0
+        while True:
+            try:
+                if not ended:
+                    state = await self.backend.status(batch_id)
+                    if state.startswith("failed"):  # the batch ended itself: nothing to cancel
+                        raise _BatchFailed(ErrorKind.SERVER_ERROR, f"provider batch {batch_id} {state}"[:400])
+                    ended = state == "ended"
+                if ended:
+                    return await self.backend.results(batch_id)
+                failures = 0
+            except _BatchFailed:
+                raise
+            except ProviderError as exc:
+                failures += 1
+                now = time.monotonic()
+                if exc.kind not in RETRYABLE or now >= deadline:
+                    why = "a lasting error" if exc.kind not in RETRYABLE else "past the requests' deadline"
+                    log.warning(
+                        "giving up on provider batch %s (%s, %s after %d failed tries): %s",
+                        batch_id,
+                        why,
+                        exc.kind.value,
+                        failures,
+                        self._scrub(exc.detail),
+                    )
+                    if not ended:
+                        await self._cancel(batch_id)
+                    raise
+                # One last try at the deadline: given up on, the requests are past it, so the
+                # retry layer does not submit them again.
+                delay = min(self.policy.delay(failures, exc.retry_after, self._rng), deadline - now)
+                LLM_RETRIES.labels(self.provider, self.model, exc.kind.value).inc()
+                log.info(
+                    "provider batch %s: %s while %s, trying again in %.1f s",
+                    batch_id,
+                    exc.kind.value,
+                    "fetching results" if ended else "polling",
+                    delay,
+                )
+                await asyncio.sleep(delay)
+                continue
+            except Exception:
+                if not ended:  # an unexpected failure gives up on the batch as well
+                    await self._cancel(batch_id)
+                raise
+            await asyncio.sleep(self.poll_s)
+
+    async def _cancel(self, batch_id: str) -> None:
+        """Cancel a batch given up on; a failure to do so is logged, never raised."""
+        cancel = getattr(self.backend, "cancel", None)
+        if cancel is None:
+            log.warning("provider batch %s given up on but not cancelled: the backend cannot cancel", batch_id)
+            return
+        try:
+            await cancel(batch_id)
+        except Exception as exc:  # noqa: BLE001 - the group fails with the polling error, not this
+            detail = exc.detail if isinstance(exc, ProviderError) else f"{type(exc).__name__}: {exc}"
+            log.warning("could not cancel provider batch %s: %s", batch_id, self._scrub(detail))
+            return
+        log.info("cancelled provider batch %s", batch_id)
+
+    def _scrub(self, text: str) -> str:
+        return scrub(text, getattr(self.inner, "_secret", None))
+
     async def aclose(self) -> None:
         await self.inner.aclose()
+
+
+class _BatchFailed(ProviderError):
+    """The provider says the batch failed: ended, not to be polled or cancelled."""

@@ -1,6 +1,9 @@
 """Bundles: collect requests for a short window and send up to N comparisons (default 8)
 in one call, so the rubric's tokens are paid once per bundle. Each item is validated on its
-own: a bad item fails alone (and the retry layer re-sends it, in a later bundle).
+own: a bad item fails alone (and the retry layer re-sends it, in a later bundle). A call
+that fails as a whole for a reason about a pair (a refusal, a 400, max_tokens, an answer
+unreadable as a whole) is not blamed on every item: each is judged again on its own, so
+only the pair that caused it carries the error.
 
 Wraps anything with `judge_many(requests) -> list[Judgement | JudgeError]` (a limited
 provider judge); raises like it, so it sits inside the retry layer.
@@ -9,14 +12,25 @@ provider judge); raises like it, so it sits inside the retry layer.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Hashable
+import logging
+from collections.abc import Hashable, Sequence
 from typing import Protocol
 
 from judges.base import JudgeError
 from judges.errors import ProviderError
 from judges.llm import split_usage
-from schemas import ComparisonRequested, Judgement
+from judges.retry import add_usage
+from schemas import ComparisonRequested, ErrorKind, Judgement, TokenUsage
 from telemetry.metrics import LLM_BUNDLE_SIZE
+
+log = logging.getLogger(__name__)
+
+# Failures the batch machine takes as about the pair itself (operators/batch_machine.py
+# PAIR_KINDS: the pair counts as asked, and as failed for good). When a bundle fails as a
+# whole with one of them, one item may be the cause: the items are judged one by one rather
+# than all charged with it. Other kinds (rate limits, 5xx, auth, timeouts) say nothing about
+# the items and apply to all of them.
+ISOLATE_KINDS = frozenset({ErrorKind.REFUSED, ErrorKind.BAD_REQUEST, ErrorKind.MAX_TOKENS, ErrorKind.INVALID_OUTPUT})
 
 
 class ManyJudge(Protocol):
@@ -64,37 +78,81 @@ class BundlingJudge:
     async def _send(self, group: _Group) -> None:
         requests = [r for r, _ in group]
         LLM_BUNDLE_SIZE.labels(self.provider, self.model).observe(len(requests))
+        results: list[Judgement | BaseException]
+        isolate: tuple[str, list[TokenUsage | None]] | None = None  # (why, the bundle's tokens per item)
         try:
             if len(requests) == 1:  # a lone request: the plain single-comparison call
-                results: list[Judgement | ProviderError] = [await self.inner.judge(requests[0])]
+                results = [await self.inner.judge(requests[0])]
             else:
-                results = await self.inner.judge_many(requests)
+                results = list(await self.inner.judge_many(requests))
+                if _unreadable_as_a_whole(results):
+                    isolate = ("every item's answer invalid", [getattr(r, "usage", None) for r in results])
         except JudgeError as exc:
             usage = getattr(exc, "usage", None)
-            shares = split_usage(usage, len(group)) if usage else [None] * len(group)
-            results = [
-                ProviderError(
-                    exc.kind,
-                    exc.detail,
-                    exc.retry_after,
-                    status=getattr(exc, "status", None),
-                    headers=getattr(exc, "headers", None),
-                    usage=share,
-                )
-                for share in shares
-            ]
+            shares: list[TokenUsage | None] = list(split_usage(usage, len(group))) if usage else [None] * len(group)
+            if len(group) > 1 and exc.kind in ISOLATE_KINDS:
+                isolate = (f"{exc.kind.value}: {exc.detail}", shares)
+            else:
+                results = [_as_provider_error(exc, share) for share in shares]
         except Exception as exc:  # noqa: BLE001 - hand any failure to every waiter
             for _, fut in group:
                 if not fut.done():
                     fut.set_exception(exc)
             return
+        if isolate is not None:
+            why, shares = isolate
+            log.info("bundle of %d failed as a whole (%s): judging each comparison on its own", len(group), why[:200])
+            results = await self._one_by_one(requests, shares)
         for (_, fut), result in zip(group, results):
             if fut.done():
                 continue
-            if isinstance(result, Exception):
+            if isinstance(result, asyncio.CancelledError):
+                fut.cancel()
+            elif isinstance(result, BaseException):
                 fut.set_exception(result)
             else:
                 fut.set_result(result)
 
+    async def _one_by_one(
+        self, requests: list[ComparisonRequested], shares: Sequence[TokenUsage | None]
+    ) -> list[Judgement | BaseException]:
+        """Each request in a call of its own (through the inner judge: the limiter admits each
+        call); the failed bundle's tokens, shared out, are added to each item's outcome, so that
+        they are priced and reach the retry layer's count."""
+        outcomes = await asyncio.gather(*(self.inner.judge(r) for r in requests), return_exceptions=True)
+        out: list[Judgement | BaseException] = []
+        for outcome, share in zip(outcomes, shares):
+            if isinstance(outcome, Judgement):
+                if share is not None:
+                    outcome = outcome.model_copy(update={"tokens": add_usage(outcome.tokens, share)})
+                out.append(outcome)
+            elif isinstance(outcome, JudgeError):
+                own = getattr(outcome, "usage", None)
+                usage = add_usage(own or TokenUsage(), share) if share is not None else own
+                out.append(_as_provider_error(outcome, usage))
+            else:
+                out.append(outcome)
+        return out
+
     async def aclose(self) -> None:
         await self.inner.aclose()
+
+
+def _unreadable_as_a_whole(results: Sequence[Judgement | ProviderError]) -> bool:
+    """Every item of a bundle answer invalid: the answer failed as a whole (unreadable, or
+    nothing usable in it), not item by item."""
+    return len(results) > 1 and all(
+        isinstance(r, ProviderError) and r.kind == ErrorKind.INVALID_OUTPUT for r in results
+    )
+
+
+def _as_provider_error(exc: JudgeError, usage: TokenUsage | None) -> ProviderError:
+    """`exc` for one item, carrying `usage` (the tokens charged to that item)."""
+    return ProviderError(
+        exc.kind,
+        exc.detail,
+        exc.retry_after,
+        status=getattr(exc, "status", None),
+        headers=getattr(exc, "headers", None),
+        usage=usage,
+    )
