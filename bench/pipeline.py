@@ -162,6 +162,7 @@ def kafka(n_batches: int, n_essays: int, settings: BatchSettings, workers: int) 
             "CJFLOW_KAFKA_BROKERS": broker.bootstrap,
             "CJFLOW_METRICS_PORT": "0",
             "CJFLOW_SNAPSHOT_INTERVAL_S": "5",
+            "CJFLOW_JUDGE_PLUGINS": JUDGE,  # the judge flow runs only listed plug-ins
             "PYTHONPATH": str(ROOT),
         }
         st = Settings(kafka_brokers=broker.bootstrap)
@@ -198,6 +199,12 @@ def kafka(n_batches: int, n_essays: int, settings: BatchSettings, workers: int) 
         for p in procs:
             p.kill()
         consumer.close()
+    # A throughput of batches that failed is no throughput: say so instead of a number.
+    unfinished = [r for r in results.values() if r.status.value != "completed"]
+    if len(results) < n_batches or unfinished:
+        why = unfinished[0].last_error if unfinished else "no result within 600 s"
+        raise SystemExit(f"kafka run invalid: {len(results)} of {n_batches} results, {len(unfinished)} not completed"
+                         f" ({why}); see the flows' logs")
     judgements = sum(r.comparisons_valid for r in results.values())
     durations = [r.duration_s for r in results.values()]
     return {

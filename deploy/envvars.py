@@ -53,12 +53,22 @@ OTHER_VARIABLES: tuple[OtherVariable, ...] = (
         "Anthropic API key, if not given as a file (prefer `CJFLOW_ANTHROPIC_API_KEY_FILE`).",
     ),
     OtherVariable(
+        "ANTHROPIC_API_KEY_FILE", ("python",), "judge",
+        "File holding the Anthropic API key (like `CJFLOW_ANTHROPIC_API_KEY_FILE`, which wins);"
+        " `ANTHROPIC_API_KEY` wins over both.",
+    ),
+    OtherVariable(
         "ANTHROPIC_BASE_URL", ("package:anthropic",), "judge",
         "Anthropic API base URL (the SDK's own variable), e.g. for a proxy.",
     ),
     OtherVariable(
         "OPENAI_API_KEY", ("python", "package:openai"), "judge",
         "OpenAI API key, if not given as a file (prefer `CJFLOW_OPENAI_API_KEY_FILE`).",
+    ),
+    OtherVariable(
+        "OPENAI_API_KEY_FILE", ("python",), "judge",
+        "File holding the OpenAI API key (like `CJFLOW_OPENAI_API_KEY_FILE`, which wins);"
+        " `OPENAI_API_KEY` wins over both.",
     ),
     OtherVariable(
         "OPENAI_BASE_URL", ("package:openai",), "judge",
@@ -141,7 +151,8 @@ FIELD_DESCRIPTIONS: dict[str, str] = {
     "snapshot_interval_s": "Seconds between recovery snapshots (a replay after a crash repeats up to this much work).",
     "backup_interval_s": "Seconds to keep superseded snapshots, for backing up the recovery partitions.",
     "judge_shards": "Keys the judge flow spreads comparison requests over (its parallelism).",
-    "metrics_port": "Port of the Prometheus `/metrics` endpoint of every process.",
+    "metrics_port": "Port of the Prometheus `/metrics` endpoint; `cjflow run` adds the process id (`-i`) unless"
+    " `--metrics-port` is given, so two flows on one host need `--metrics-port` each.",
     # judges.config.ProviderSettings (CJFLOW_ANTHROPIC_*, CJFLOW_OPENAI_*)
     "max_attempts": "Attempts per call, the first included.",
     "backoff_base_s": "First retry delay (exponential backoff with jitter; `Retry-After` wins).",

@@ -41,7 +41,11 @@ def main() -> None:
     ap.add_argument("--topic", default="cj.assessment.results.v1")
     ap.add_argument("--group", default="example-results-consumer")
     args = ap.parse_args()
-    consumer = Consumer({"bootstrap.servers": args.brokers, "group.id": args.group, "auto.offset.reset": "earliest"})
+    consumer = Consumer({
+        "bootstrap.servers": args.brokers, "group.id": args.group, "auto.offset.reset": "earliest",
+        # the smallest session Kafka accepts by default: joins the group in seconds, not ~25 s
+        "session.timeout.ms": 6000, "heartbeat.interval.ms": 2000,
+    })
     consumer.subscribe([args.topic])
     seen: set[str] = set()  # in production: a unique key on event_id in your own store
     try:

@@ -67,7 +67,12 @@ def cmd_run(args: argparse.Namespace) -> int:
     flow = build_flow(settings)
     port = args.metrics_port if args.metrics_port is not None else settings.metrics_port
     if port:
-        start_http_server(port + (args.process_id or 0) if args.metrics_port is None else port)
+        port = port + (args.process_id or 0) if args.metrics_port is None else port
+        try:
+            start_http_server(port)
+        except OSError as exc:  # e.g. both flows on one host with the default port
+            raise InputError(f"cannot serve /metrics on port {port}: {exc.strerror}; pass --metrics-port"
+                             " (each process on a host needs its own)") from None
     recovery = None
     if settings.recovery_dir is not None:
         # Partitions may live with process 0 only (Bytewax fails itself if none exist at all).
@@ -107,7 +112,7 @@ def cmd_topics(args: argparse.Namespace) -> int:
             print(f"created {name} ({parts} partitions, replication factor {rf})")
         except Exception as exc:  # noqa: BLE001 - report each topic
             if "TOPIC_ALREADY_EXISTS" in str(exc) or "already exists" in str(exc).lower():
-                print(f"exists  {name}")
+                print(f"exists  {name}{_fewer_partitions(admin, name, parts)}")
             else:
                 failed += 1
                 print(f"failed  {name}: {exc}")
@@ -165,3 +170,16 @@ def cmd_recovery(args: argparse.Namespace) -> int:
     init_db_dir(directory, args.partitions or settings.recovery_partitions)
     print(f"created {args.partitions or settings.recovery_partitions} recovery partitions in {directory}")
     return 0
+
+
+def _fewer_partitions(admin: object, name: str, wanted: int) -> str:
+    """A note when an existing topic has fewer partitions than asked (never grown here:
+    growing one moves keys between partitions, which is the operator's call)."""
+    try:
+        have = len(admin.list_topics(topic=name, timeout=10).topics[name].partitions)  # type: ignore[attr-defined]
+    except Exception:  # noqa: BLE001 - only a note; the topic exists either way
+        return ""
+    if have >= wanted:
+        return ""
+    return (f" (warning: {have} partitions, fewer than the {wanted} asked; processes beyond {have} get no"
+            " input of it: grow it with your Kafka tools)")

@@ -15,6 +15,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 PROVIDERS = ("anthropic", "openai")
 DEFAULT_MODELS = {"anthropic": "claude-haiku-4-5", "openai": "gpt-5.1"}
 KEY_ENV = {"anthropic": "ANTHROPIC_API_KEY", "openai": "OPENAI_API_KEY"}
+KEY_FILE_ENV = {"anthropic": "ANTHROPIC_API_KEY_FILE", "openai": "OPENAI_API_KEY_FILE"}
 
 
 class ProviderSettings(BaseSettings):
@@ -77,7 +78,8 @@ def resolve_api_key(provider: str, settings: ProviderSettings, api_key: str | No
     or `CJFLOW_<PROVIDER>_API_KEY_FILE`). A readable ValueError when there is none."""
     env = KEY_ENV[provider]
     key = api_key or os.environ.get(env)
-    path = settings.api_key_file or (Path(os.environ[env + "_FILE"]) if os.environ.get(env + "_FILE") else None)
+    file_env = KEY_FILE_ENV[provider]
+    path = settings.api_key_file or (Path(os.environ[file_env]) if os.environ.get(file_env) else None)
     if not key and path is not None:
         try:
             key = path.read_text(encoding="utf-8").strip()

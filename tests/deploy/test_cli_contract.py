@@ -113,3 +113,19 @@ def test_cjflow_run_starts_every_process_of_the_cluster(example, flow, ordinal, 
     assert len(started["addresses"]) == sts["spec"]["replicas"]
     assert started["recovery_config"] is not None
     assert started["metrics"] == int(env["CJFLOW_METRICS_PORT"])
+
+
+def test_a_metrics_port_in_use_is_a_one_line_error(capsys):
+    """Both flows on one host with the default port: the second says what to do (it raised
+    an OSError traceback)."""
+    import socket
+
+    from flows.cli import main
+
+    with socket.socket() as busy:
+        busy.bind(("0.0.0.0", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        assert main(["run", "judge", "--metrics-port", str(port)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and f"cannot serve /metrics on port {port}" in err[0] and "--metrics-port" in err[0]

@@ -50,3 +50,14 @@ def test_topics_create_replication_factor_flag_overrides(recorded, capsys):
     assert main(["topics", "create", "--replication-factor", "3"]) == 0
     assert {t.replication_factor for t in recorded} == {3}
     assert "replication factor 3" in capsys.readouterr().out
+
+
+def test_an_existing_topic_with_fewer_partitions_than_asked_is_reported(recorded, capsys):
+    assert main(["topics", "create"]) == 0  # 1 partition each
+    capsys.readouterr()
+    assert main(["topics", "create", "--partitions", "3"]) == 0  # kept, not grown
+    lines = [ln for ln in capsys.readouterr().out.splitlines() if ln.startswith("exists")]
+    assert len(lines) == len(Topics.model_fields)
+    assert all("warning: 1 partitions, fewer than the 3 asked" in ln for ln in lines), lines
+    assert main(["topics", "create", "--partitions", "1"]) == 0
+    assert "warning" not in capsys.readouterr().out
