@@ -70,8 +70,9 @@ def cmd_run(args: argparse.Namespace) -> int:
         port = port + (args.process_id or 0) if args.metrics_port is None else port
         try:
             start_http_server(port)
-        except OSError as exc:  # e.g. both flows on one host with the default port
-            raise InputError(f"cannot serve /metrics on port {port}: {exc.strerror}; pass --metrics-port"
+        except (OSError, OverflowError) as exc:  # both flows on one host with the default port; > 65535
+            why = getattr(exc, "strerror", None) or exc
+            raise InputError(f"cannot serve /metrics on port {port}: {why}; pass --metrics-port"
                              " (each process on a host needs its own)") from None
     recovery = None
     if settings.recovery_dir is not None:

@@ -19,6 +19,7 @@ import json
 import logging
 import random
 import time
+from collections.abc import Callable
 from typing import Any, Literal, Protocol
 
 from judges.anthropic_judge import AnthropicJudge
@@ -251,7 +252,13 @@ class BatchApiJudge:
         started = time.perf_counter()
         prompts: dict[str, tuple[ComparisonRequested, Prompt, asyncio.Future[Judgement]]] = {}
         items = []
+        now = utc_now()
         for i, (request, fut) in enumerate(group):
+            if fut.done():  # its caller is gone (cancelled as overdue): not sent, not paid for
+                continue
+            if request.deadline <= now:
+                fut.set_exception(ProviderError(ErrorKind.DEADLINE, "past its deadline before the provider batch"))
+                continue
             cid = f"r{i}"
             prompt = build_prompt(request)
             temperature = request.temperature if request.temperature is not None else self.inner.settings.temperature
@@ -259,11 +266,14 @@ class BatchApiJudge:
                 (cid, self.inner.request_body(prompt, self.inner.settings.max_tokens, temperature, bundle=False))
             )
             prompts[cid] = (request, prompt, fut)
+        if not prompts:
+            return
         # Past the last request's deadline no caller waits for this batch any more.
-        deadline = time.monotonic() + max(0.0, (max(r.deadline for r, _ in group) - utc_now()).total_seconds())
+        latest = max(r.deadline for r, _, _ in prompts.values())
+        deadline = time.monotonic() + max(0.0, (latest - utc_now()).total_seconds())
         try:
             batch_id = await self.backend.submit(items)
-            results = await self._results(batch_id, deadline)
+            results = await self._results(batch_id, deadline, lambda: all(f.done() for _, _, f in prompts.values()))
         except ProviderError as exc:
             LLM_PROVIDER_BATCHES.labels(self.provider, self.model, exc.kind.value).inc()
             for _, _, fut in prompts.values():
@@ -293,14 +303,20 @@ class BatchApiJudge:
                 except ProviderError as exc:
                     fut.set_exception(exc)
 
-    async def _results(self, batch_id: str, deadline: float) -> Results:
+    async def _results(self, batch_id: str, deadline: float, abandoned: Callable[[], bool] = lambda: False) -> Results:
         """Poll the batch until it has ended, then fetch its results. A retryable error is
         retried in place (same batch) with backoff or the provider's Retry-After; a lasting
-        one, or running past `deadline`, gives up: the batch is cancelled first if it may
-        still be running (so that it is not processed and billed for nothing)."""
+        one, running past `deadline`, or every caller gone (`abandoned`) gives up: the batch
+        is cancelled first if it may still be running (so that it is not processed and
+        billed for nothing)."""
         ended = False
         failures = 0
         while True:
+            if not ended and (time.monotonic() >= deadline or abandoned()):
+                why = "nobody waits for it" if abandoned() else "past the requests' deadline"
+                log.warning("giving up on provider batch %s: %s", batch_id, why)
+                await self._cancel(batch_id)
+                raise ProviderError(ErrorKind.DEADLINE, f"provider batch {batch_id} given up: {why}")
             try:
                 if not ended:
                     state = await self.backend.status(batch_id)

@@ -102,7 +102,7 @@ class BundlingJudge:
         if isolate is not None:
             why, shares = isolate
             log.info("bundle of %d failed as a whole (%s): judging each comparison on its own", len(group), why[:200])
-            results = await self._one_by_one(requests, shares)
+            results = await self._one_by_one(requests, shares, [fut for _, fut in group])
         for (_, fut), result in zip(group, results):
             if fut.done():
                 continue
@@ -114,12 +114,19 @@ class BundlingJudge:
                 fut.set_result(result)
 
     async def _one_by_one(
-        self, requests: list[ComparisonRequested], shares: Sequence[TokenUsage | None]
+        self, requests: list[ComparisonRequested], shares: Sequence[TokenUsage | None],
+        futures: Sequence[asyncio.Future[Judgement]],
     ) -> list[Judgement | BaseException]:
-        """Each request in a call of its own (through the inner judge: the limiter admits each
-        call); the failed bundle's tokens, shared out, are added to each item's outcome, so that
-        they are priced and reach the retry layer's count."""
-        outcomes = await asyncio.gather(*(self.inner.judge(r) for r in requests), return_exceptions=True)
+        """Each request whose caller still waits in a call of its own (through the inner
+        judge: the limiter admits each call); the failed bundle's tokens, shared out, are added
+        to each item's outcome, so that they are priced and reach the retry layer's count."""
+
+        async def one(request: ComparisonRequested, fut: asyncio.Future[Judgement]) -> Judgement:
+            if fut.done():  # cancelled as overdue meanwhile: not judged, not paid for
+                raise asyncio.CancelledError
+            return await self.inner.judge(request)
+
+        outcomes = await asyncio.gather(*(one(r, f) for r, f in zip(requests, futures)), return_exceptions=True)
         out: list[Judgement | BaseException] = []
         for outcome, share in zip(outcomes, shares):
             if isinstance(outcome, Judgement):

@@ -304,7 +304,7 @@ class LimitedJudge:
             except ProviderError as exc:
                 self.limiter.on_failure(exc, permit)
                 raise
-            permit.settle(total_tokens(judgement.tokens))
+            permit.settle(self._charged(total_tokens(judgement.tokens), judgement.tokens, 1))
             return judgement
 
     async def judge_many(self, requests: list[ComparisonRequested]) -> list[Judgement | ProviderError]:
@@ -314,12 +314,21 @@ class LimitedJudge:
             except ProviderError as exc:
                 self.limiter.on_failure(exc, permit)
                 raise
-            used = 0
+            used, prompt = 0, 0
             for r in results:
                 usage = r.tokens if isinstance(r, Judgement) else r.usage
                 used += total_tokens(usage) if usage else 0
-            permit.settle(used)
+                prompt += total_tokens(usage) - usage.output if usage else 0
+            permit.settle(self._charged(used, TokenUsage(input=prompt), len(requests)))
             return results
+
+    def _charged(self, used: int, usage: TokenUsage, n_requests: int) -> int:
+        """Tokens a call counts against tokens/min: what it used, or for a provider that
+        counts the output cap (OpenAI) its prompt plus the whole cap; charging only the use
+        let the limiter admit more than the provider does (steady 429s)."""
+        if not self.inner.counts_output_cap:
+            return used
+        return max(used, total_tokens(usage) - usage.output + self.inner.output_cap(n_requests))
 
     async def aclose(self) -> None:
         await self.inner.aclose()

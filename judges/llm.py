@@ -102,10 +102,10 @@ class LLMJudge(ABC):
         chars += len(system_block(requests[0].rubric_id, bundle=len(requests) > 1)) + 300 * len(requests)
         output = self.settings.expected_output_tokens * len(requests)
         if self.counts_output_cap:
-            output = max(output, self._output_cap(len(requests)))
+            output = max(output, self.output_cap(len(requests)))
         return estimate_tokens(chars, output)
 
-    def _output_cap(self, n_requests: int) -> int:
+    def output_cap(self, n_requests: int) -> int:
         """The output token cap a call of `n_requests` comparisons is sent with."""
         if n_requests == 1:
             return self.settings.max_tokens
@@ -127,7 +127,7 @@ class LLMJudge(ABC):
 
     async def judge(self, request: ComparisonRequested) -> Judgement:
         prompt = build_prompt(request)
-        body = self.request_body(prompt, self._output_cap(1), self._temperature(request), bundle=False)
+        body = self.request_body(prompt, self.output_cap(1), self._temperature(request), bundle=False)
         response, latency = await self.call(body)
         return self.judgement_from(request, response, prompt, latency)
 
@@ -159,7 +159,7 @@ class LLMJudge(ABC):
         whole call raises; a bad item comes back as its own ProviderError."""
         ids = [str(i + 1) for i in range(len(requests))]
         prompt = build_bundle_prompt(requests, ids)
-        body = self.request_body(prompt, self._output_cap(len(requests)), self._temperature(requests[0]), bundle=True)
+        body = self.request_body(prompt, self.output_cap(len(requests)), self._temperature(requests[0]), bundle=True)
         response, latency = await self.call(body)
         output, usage = self.parse_response(response)
         items = parse_bundle(output, ids)

@@ -126,6 +126,7 @@ class BatchMachine:
         self.batch_id = batch_id
         self.phase = "collecting"
         self.result_sent = False  # the one result went out (set when _finish completes)
+        self._taking_in: list[EssaySubmitted] = []  # early essays being taken in at the open
         self.opened: BatchOpened | None = None
         self.opened_at: datetime | None = None
         self.essays: list[Essay] = []
@@ -220,8 +221,10 @@ class BatchMachine:
         self.opened, self.opened_at = ev, now
         out: list[Outbound] = [ev]
         early, self.early, self.early_since = self.early, [], None
+        self._taking_in = early  # what an error in the loop below must still pass on
         for essay in early:
             out += self._on_essay(essay, now)
+        self._taking_in = []
         return out
 
     def _on_essay(self, ev: EssaySubmitted, now: datetime) -> list[Outbound]:
@@ -634,6 +637,9 @@ class BatchMachine:
         out: list[Outbound] = [self._dead(event, error)] if event is not None else []
         if self._accepted(event):
             out.insert(0, event)  # taken in before the error: its row is what the result's refer to
+            if isinstance(event, BatchOpened):  # and the early essays it took in with it
+                out[1:1] = [e for e in self._taking_in if self._accepted(e)]
+        self._taking_in = []
         if self.opened is None:
             out += [self._dead(e, error) for e in self.early if e is not event]
             self.early, self.early_since = [], None

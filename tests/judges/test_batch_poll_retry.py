@@ -154,10 +154,23 @@ def test_past_the_deadline_polling_gives_up_and_cancels(fake, provider):
     started = time.monotonic()
     results = run(judge_all(judge, [_request_due_in(i, 1.5) for i in range(3)]))
     assert time.monotonic() - started < 10
-    assert [r.error_kind for r in results] == [ErrorKind.CONNECTION] * 3
+    assert [r.error_kind for r in results] == [ErrorKind.DEADLINE] * 3  # given up at the deadline
     assert calls["n"] > 2  # retried in place until the deadline
     assert fake.stats.batches == 1
     assert fake.stats.batches_cancelled == 1
+
+
+@pytest.mark.parametrize("provider", PROVIDERS)
+def test_a_healthy_batch_still_running_at_the_deadline_is_cancelled(fake, provider):
+    """Nobody waits past the requests' deadline: polling on (up to 24 h) would have the
+    provider process and bill the whole batch for nothing."""
+    fake.config.batch_delay_s = 30.0
+    judge, _core = _batch_judge(fake, provider)
+    started = time.monotonic()
+    results = run(judge_all(judge, [_request_due_in(i, 1.5) for i in range(3)]))
+    assert time.monotonic() - started < 10
+    assert [r.error_kind for r in results] == [ErrorKind.DEADLINE] * 3
+    assert fake.stats.batches == 1 and fake.stats.batches_cancelled == 1
 
 
 @pytest.mark.parametrize("provider", PROVIDERS)

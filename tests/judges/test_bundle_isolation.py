@@ -173,3 +173,27 @@ def test_other_kinds_are_copied_to_every_item(kind):
     assert inner.single == []
     assert all(isinstance(e, ProviderError) and e.kind == kind and e.retry_after == 2.0 for e in out)
     assert [e.usage for e in out] == [TokenUsage(input=2)] * 4
+
+
+def test_items_whose_callers_are_gone_are_not_rejudged():
+    """Callers cancelled as overdue while the bundle was out: re-judging them would be paid
+    for and thrown away."""
+
+    class Slow(Scripted):
+        async def judge_many(self, requests):
+            self.many += 1
+            await asyncio.sleep(0.2)
+            raise self.bundle_error
+
+    async def scenario(inner):
+        bundler = BundlingJudge(inner, size=4, window_s=10)
+        tasks = [asyncio.create_task(bundler.judge(request(i))) for i in range(4)]
+        await asyncio.sleep(0.05)  # the full bundle is out
+        for t in tasks[:3]:
+            t.cancel()
+        return await asyncio.gather(*tasks, return_exceptions=True)
+
+    inner = Slow(ProviderError(ErrorKind.BAD_REQUEST, "bad", usage=TokenUsage(input=8)), bad="none")
+    out = run(scenario(inner))
+    assert inner.many == 1 and inner.single == ["cmp-3"]
+    assert isinstance(out[3], Judgement) and all(isinstance(o, asyncio.CancelledError) for o in out[:3])

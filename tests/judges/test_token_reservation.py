@@ -28,3 +28,18 @@ def test_anthropic_reserves_the_expected_output():
     one, settings = _estimate("anthropic")
     assert one < int(2 * len(ESSAY) / 3.2) + settings.max_tokens
     assert one >= int(2 * len(ESSAY) / 3.2) + settings.expected_output_tokens
+
+
+def test_openai_calls_stay_charged_with_their_output_cap_after_they_return():
+    """Reserving the cap is not enough: settling to the use gave it back at once, so the
+    sustained rate was unchanged. An OpenAI call keeps its prompt + cap on the bucket; an
+    Anthropic call is charged what it used."""
+    from judges.limiter import LimitedJudge, RateLimiter
+    from schemas import TokenUsage
+
+    used = TokenUsage(input=1500, output=150, cache_read=100)
+    for provider, expected in (("openai", 1500 + 100 + 1024), ("anthropic", 1500 + 150 + 100)):
+        settings = ProviderSettings.for_provider(provider, max_tokens=1024)
+        limited = LimitedJudge(provider_client(provider, None, settings, api_key="sk-test"),
+                               RateLimiter(provider, "m", rpm=60, tpm=100_000))
+        assert limited._charged(1750, used, 1) == expected

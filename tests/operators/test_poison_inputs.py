@@ -231,3 +231,16 @@ def test_an_event_taken_in_before_the_error_is_still_passed_on_for_its_row(monke
     assert got[0] == last and isinstance(got[1], DeadLetter)
     (result,) = [r for r in got if isinstance(r, AssessmentResult)]
     assert {e.essay_id for e in result.essays} == {"e0", "e1"}
+
+
+def test_early_essays_taken_in_at_the_open_are_passed_on_when_the_open_fails(monkeypatch):
+    logic = AssessLogic(None)
+    early = [EssaySubmitted.create("b1", f"e{i}", f"essay {i} [q={i}]") for i in range(2)]
+    for e in early:
+        assert list(logic.on_item(e)[0]) == []  # held until the batch opens
+    _judge_then_break(monkeypatch, "_advance")
+    opened = BatchOpened.create("b1", 2, occurred_at=T0)
+    got = list(logic.on_item(opened)[0])
+    assert got[:3] == [opened, *early]  # their rows exist for the result's rows to refer to
+    (result,) = [r for r in got if isinstance(r, AssessmentResult)]
+    assert {e.essay_id for e in result.essays} == {"e0", "e1"}
