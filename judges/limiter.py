@@ -302,7 +302,7 @@ class LimitedJudge:
             try:
                 judgement = await self.inner.judge(request)
             except ProviderError as exc:
-                self.limiter.on_failure(exc, permit)
+                self._settle_failure(exc, permit, 1)
                 raise
             permit.settle(self._charged(total_tokens(judgement.tokens), judgement.tokens, 1))
             return judgement
@@ -312,7 +312,7 @@ class LimitedJudge:
             try:
                 results = await self.inner.judge_many(requests)
             except ProviderError as exc:
-                self.limiter.on_failure(exc, permit)
+                self._settle_failure(exc, permit, len(requests))
                 raise
             used, prompt = 0, 0
             for r in results:
@@ -321,6 +321,13 @@ class LimitedJudge:
                 prompt += total_tokens(usage) - usage.output if usage else 0
             permit.settle(self._charged(used, TokenUsage(input=prompt), len(requests)))
             return results
+
+    def _settle_failure(self, exc: ProviderError, permit: Permit, n_requests: int) -> None:
+        """An admitted call that failed with its usage (e.g. cut at max_tokens) is charged
+        like a success; the rest is the limiter's (refunds, pauses)."""
+        if exc.kind not in NOT_ADMITTED and exc.usage is not None:
+            permit.settle(self._charged(total_tokens(exc.usage), exc.usage, n_requests))
+        self.limiter.on_failure(exc, permit)
 
     def _charged(self, used: int, usage: TokenUsage, n_requests: int) -> int:
         """Tokens a call counts against tokens/min: what it used, or for a provider that

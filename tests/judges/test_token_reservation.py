@@ -43,3 +43,35 @@ def test_openai_calls_stay_charged_with_their_output_cap_after_they_return():
         limited = LimitedJudge(provider_client(provider, None, settings, api_key="sk-test"),
                                RateLimiter(provider, "m", rpm=60, tpm=100_000))
         assert limited._charged(1750, used, 1) == expected
+
+
+def test_an_admitted_openai_call_that_fails_with_usage_is_charged_its_cap_too():
+    """Admitted and failed with usage (say a refusal after 300 tokens): OpenAI counted its
+    cap like any other call, so the limiter must too."""
+    import asyncio
+
+    from judges.errors import ProviderError
+    from judges.limiter import LimitedJudge, RateLimiter
+    from schemas import ErrorKind, TokenUsage
+
+    settings = ProviderSettings.for_provider("openai", max_tokens=1024)
+    client = provider_client("openai", None, settings, api_key="sk-test")
+    limited = LimitedJudge(client, RateLimiter("openai", "m", rpm=600, tpm=1_000_000))
+
+    async def refused(_request):
+        raise ProviderError(ErrorKind.REFUSED, "no", usage=TokenUsage(input=1000, output=300))
+
+    client.judge = refused  # type: ignore[method-assign]  # the call itself, after admission
+    settled: list[int] = []
+
+    async def go():
+        async with limited.limiter.slot(100) as permit:
+            real = permit.settle
+            permit.settle = lambda tokens: settled.append(tokens) or real(tokens)  # type: ignore[method-assign]
+            try:
+                await client.judge(request(0))
+            except ProviderError as exc:
+                limited._settle_failure(exc, permit, 1)
+
+    asyncio.run(go())
+    assert settled[0] == 1000 + 1024  # prompt + cap, not the 1,300 used
