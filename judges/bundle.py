@@ -21,16 +21,10 @@ from judges.errors import ProviderError
 from judges.llm import split_usage
 from judges.retry import add_usage
 from schemas import ComparisonRequested, ErrorKind, Judgement, TokenUsage
+from schemas.events import PAIR_KINDS
 from telemetry.metrics import LLM_BUNDLE_SIZE
 
 log = logging.getLogger(__name__)
-
-# Failures the batch machine takes as about the pair itself (operators/batch_machine.py
-# PAIR_KINDS: the pair counts as asked, and as failed for good). When a bundle fails as a
-# whole with one of them, one item may be the cause: the items are judged one by one rather
-# than all charged with it. Other kinds (rate limits, 5xx, auth, timeouts) say nothing about
-# the items and apply to all of them.
-ISOLATE_KINDS = frozenset({ErrorKind.REFUSED, ErrorKind.BAD_REQUEST, ErrorKind.MAX_TOKENS, ErrorKind.INVALID_OUTPUT})
 
 
 class ManyJudge(Protocol):
@@ -90,7 +84,7 @@ class BundlingJudge:
         except JudgeError as exc:
             usage = getattr(exc, "usage", None)
             shares: list[TokenUsage | None] = list(split_usage(usage, len(group))) if usage else [None] * len(group)
-            if len(group) > 1 and exc.kind in ISOLATE_KINDS:
+            if len(group) > 1 and exc.kind in PAIR_KINDS:  # one pair may be the cause: judge each alone
                 isolate = (f"{exc.kind.value}: {exc.detail}", shares)
             else:
                 results = [_as_provider_error(exc, share) for share in shares]

@@ -35,7 +35,7 @@ from schemas import (
     ResourceUsage,
     TokenUsage,
 )
-from schemas.events import MAX_BATCH_ESSAYS, MAX_ESSAY_CHARS, GradeScaleSpec
+from schemas.events import MAX_BATCH_ESSAYS, MAX_ESSAY_CHARS, PAIR_KINDS, GradeScaleSpec
 
 SNAPSHOT_VERSION = 1
 COLLECT_TIMEOUT = timedelta(hours=1)  # also how long essays wait for a batch.opened that never comes
@@ -57,12 +57,6 @@ REISSUE_KINDS = frozenset(
     }
 )
 
-# Failures about the pair itself: the judge refused it, the provider rejected the request, or
-# the answer never fit. Such a pair counts as asked; others (outages, a bad key, a broken
-# plug-in) say nothing about the pair and it may be asked again.
-PAIR_KINDS = frozenset(
-    k.value for k in (ErrorKind.REFUSED, ErrorKind.BAD_REQUEST, ErrorKind.MAX_TOKENS, ErrorKind.INVALID_OUTPUT)
-)
 # Failures that say nothing about the judge itself (the provider was busy or unreachable).
 TRANSIENT_KINDS = frozenset(
     k.value for k in (ErrorKind.RATE_LIMITED, ErrorKind.OVERLOADED, ErrorKind.SERVER_ERROR, ErrorKind.TIMEOUT,

@@ -50,6 +50,13 @@ class ErrorKind(StrEnum):
     JUDGE_ERROR = "judge_error"
 
 
+# Failures about the pair itself: the judge refused it, the provider rejected the request, or
+# the answer never fit. The assessment counts such a pair as asked (and failed for good);
+# a bundle failing as a whole with one of them is re-judged item by item, since one pair may
+# be the cause. Other kinds (outages, a bad key, a broken plug-in) say nothing about the pair.
+PAIR_KINDS = frozenset({ErrorKind.REFUSED, ErrorKind.BAD_REQUEST, ErrorKind.MAX_TOKENS, ErrorKind.INVALID_OUTPUT})
+
+
 class BatchStatus(StrEnum):
     COMPLETED = "completed"
     PARTIAL = "partial"
