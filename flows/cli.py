@@ -262,9 +262,7 @@ def cmd_assess(args: argparse.Namespace) -> int:
         return 0 if result.status.value != "failed" else 1
     judge = judge_from_cli(args.judge, args.model)
     if args.metrics_port:
-        from prometheus_client import start_http_server
-
-        start_http_server(args.metrics_port, addr="127.0.0.1")
+        serve_metrics(args.metrics_port, addr="127.0.0.1")
     if args.budget is None:
         _warn_default_budget(len(events) - 1, settings)
     target = completion_target(
@@ -294,6 +292,19 @@ def cmd_assess(args: argparse.Namespace) -> int:
     print(ranking_table(result))
     print(f"\nbatch {batch_id}: {elapsed:.2f} s; wrote {', '.join(map(str, written))}, {db_url}")
     return 0 if result.status.value != "failed" else 1
+
+
+def serve_metrics(port: int, addr: str = "0.0.0.0") -> None:
+    """Prometheus `/metrics` on `port`; a port that is taken (both flows on one host with
+    the default) or out of range is an InputError, not a traceback."""
+    from prometheus_client import start_http_server
+
+    try:
+        start_http_server(port, addr=addr)
+    except (OSError, OverflowError) as exc:
+        why = getattr(exc, "strerror", None) or exc
+        raise InputError(f"cannot serve /metrics on port {port}: {why}; pass --metrics-port"
+                         " (each process on a host needs its own)") from None
 
 
 def _make_out_folder(out: Path) -> None:

@@ -57,7 +57,8 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
 def cmd_run(args: argparse.Namespace) -> int:
     from bytewax._bytewax import cli_main
     from bytewax.recovery import RecoveryConfig
-    from prometheus_client import start_http_server
+
+    from flows.cli import serve_metrics
 
     settings = load_settings(args.config)
     if args.flow == "assessment":
@@ -67,13 +68,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     flow = build_flow(settings)
     port = args.metrics_port if args.metrics_port is not None else settings.metrics_port
     if port:
-        port = port + (args.process_id or 0) if args.metrics_port is None else port
-        try:
-            start_http_server(port)
-        except (OSError, OverflowError) as exc:  # both flows on one host with the default port; > 65535
-            why = getattr(exc, "strerror", None) or exc
-            raise InputError(f"cannot serve /metrics on port {port}: {why}; pass --metrics-port"
-                             " (each process on a host needs its own)") from None
+        serve_metrics(port + (args.process_id or 0) if args.metrics_port is None else port)
     recovery = None
     if settings.recovery_dir is not None:
         # Partitions may live with process 0 only (Bytewax fails itself if none exist at all).
