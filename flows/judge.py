@@ -18,7 +18,7 @@ from flows import kafka_io
 from flows.settings import Settings, load_settings
 from judges.base import Judge
 from judges.registry import BUILTIN, build_judge, judge_key
-from operators.judge_call import JudgeBuildError, judge_comparisons, judge_spec
+from operators.judge_call import JudgeBuildError, build_cause, judge_comparisons, judge_spec
 from schemas import ComparisonRequested, DeadLetter
 
 REQUEST = TypeAdapter(ComparisonRequested)
@@ -71,7 +71,7 @@ class JudgePool:
                 key = self._keys[spec] = judge_key(*spec)
                 judge = self._judges[key] if key in self._judges else build_judge(*spec)
             except Exception as exc:  # noqa: BLE001 - any build failure is the request's error, not the flow's
-                cause = str(exc) if isinstance(exc, JudgeBuildError) else f"{type(exc).__name__}: {exc}"
+                cause = build_cause(exc)
                 self._failed[spec] = (self._clock() + self._retry_s, cause)
                 log.warning("cannot build judge %s: %s", judge_spec(request), cause)
                 raise JudgeBuildError(cause) from None

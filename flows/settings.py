@@ -56,15 +56,15 @@ class Settings(BaseSettings):
     @classmethod
     def _plugin_specs(cls, v: str) -> str:
         """A malformed entry stops the start, rather than failing every request for it later."""
-        for spec in (s.strip() for s in v.split(",")):
+        for spec in _plugin_list(v):
             module, _, attr = spec.partition(":")
-            if spec and not (module and attr):
+            if not (module and attr):
                 raise ValueError(f"{spec!r} is not 'module:callable'")
         return v
 
     def judge_plugin_specs(self) -> frozenset[str]:
         """The plug-in judges the judge flow may build (`judge_plugins`, split and trimmed)."""
-        return frozenset(s.strip() for s in self.judge_plugins.split(",") if s.strip())
+        return frozenset(_plugin_list(self.judge_plugins))
 
     def kafka_add_config(self) -> dict[str, str]:
         """librdkafka pass-through settings: the file first, then the inline JSON."""
@@ -78,6 +78,10 @@ class Settings(BaseSettings):
                 raise InputError(f"cannot read kafka_config_file {self.kafka_config_file}: {exc}") from None
         conf.update(self.kafka_config)
         return conf
+
+
+def _plugin_list(value: str) -> list[str]:
+    return [spec for spec in (s.strip() for s in value.split(",")) if spec]
 
 
 def load_settings(config_file: Path | None = None) -> Settings:
@@ -128,7 +132,6 @@ def deep_merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]
         else:
             out[key] = value
     return out
-
 
 
 def unknown_keys(model: type[BaseModel], data: dict[str, Any], prefix: str = "") -> list[str]:

@@ -111,7 +111,7 @@ def _seq_of(batch_id: str, cid: str) -> int | None:
     tail = cid[len(prefix) :]
     if not cid.startswith(prefix) or not (tail.isascii() and tail.isdigit()):  # not '²'
         return None
-    return int(cid[len(prefix) :])
+    return int(tail)
 
 
 class BatchMachine:

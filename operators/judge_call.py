@@ -51,12 +51,16 @@ def judge_spec(request: ComparisonRequested) -> str:
     return f"{request.judge_provider!r}{model}"
 
 
+def build_cause(exc: Exception) -> str:
+    """Why a judge could not be built: a JudgeBuildError's message, else the exception."""
+    return str(exc) if isinstance(exc, JudgeBuildError) else f"{type(exc).__name__}: {exc}"
+
+
 def build_failed(request: ComparisonRequested, exc: Exception) -> Judgement:
     """The `error` judgement for a request whose judge cannot be built (a configuration
     error: unknown judge, plug-in that does not import, provider without its API key)."""
-    cause = str(exc) if isinstance(exc, JudgeBuildError) else f"{type(exc).__name__}: {exc}"
     return error_judgement(
-        request, _Unbuilt(request), ErrorKind.JUDGE_ERROR, f"cannot build judge {judge_spec(request)}: {cause}"
+        request, _Unbuilt(request), ErrorKind.JUDGE_ERROR, f"cannot build judge {judge_spec(request)}: {build_cause(exc)}"
     )
 
 
