@@ -35,8 +35,8 @@ def ranking_table(result: AssessmentResult) -> str:
     notes = [
         f"{label}: {_one_line(text)}"
         for label, text in (
-            ("no grades", getattr(result, "grading_error", None)),
-            ("last judge error", getattr(result, "last_error", None)),
+            ("no grades", result.grading_error),
+            ("last judge error", result.last_error),
         )
         if text
     ]
