@@ -24,6 +24,10 @@ from schemas import ComparisonRequested, DeadLetter
 REQUEST = TypeAdapter(ComparisonRequested)
 log = logging.getLogger("cjflow")
 PLUGINS_SETTING = "CJFLOW_JUDGE_PLUGINS"
+# Distinct models one process calls per provider. Whoever publishes a batch names its model;
+# each one gets its own judge, rate limiter and metric series (label `model`), so the set
+# must stay small whatever the requests say.
+MAX_MODELS_PER_PROVIDER = 8
 
 
 class JudgePool:
@@ -57,6 +61,18 @@ class JudgePool:
             raise JudgeBuildError(f"plug-in not allowed: the judge flow runs only the plug-ins in {PLUGINS_SETTING}")
         raise JudgeBuildError(f"unknown judge {name!r}: use {', '.join(BUILTIN)} or a plug-in in {PLUGINS_SETTING}")
 
+    def _check_room(self, key: tuple[str, str | None]) -> None:
+        """Refuses a new model once the provider has MAX_MODELS_PER_PROVIDER of them here."""
+        if key[1] is None:
+            return
+        models = sorted(m for p, m in self._judges if p == key[0] and m is not None)
+        if len(models) >= MAX_MODELS_PER_PROVIDER:
+            raise JudgeBuildError(
+                f"too many {key[0]} models: this judge worker already calls {len(models)} "
+                f"({', '.join(models)}), at most {MAX_MODELS_PER_PROVIDER}; each gets its own "
+                "rate limiter and metrics, so batches should use one of them"
+            )
+
     def __call__(self, request: ComparisonRequested) -> Judge:
         spec = (request.judge_provider, request.judge_model)
         with self._lock:
@@ -68,7 +84,10 @@ class JudgePool:
                 raise JudgeBuildError(failed[1])
             try:
                 self._check_allowed(spec[0])
-                key = self._keys[spec] = judge_key(*spec)
+                key = judge_key(*spec)
+                if key not in self._judges:
+                    self._check_room(key)
+                self._keys[spec] = key
                 judge = self._judges[key] if key in self._judges else build_judge(*spec)
             except Exception as exc:  # noqa: BLE001 - any build failure is the request's error, not the flow's
                 cause = build_cause(exc)

@@ -147,6 +147,25 @@ def test_the_default_model_named_or_not_shares_one_judge(monkeypatch):
         close(unset, o_unset, other)
 
 
+def test_the_models_one_worker_calls_are_bounded(monkeypatch):
+    """A publisher naming a new model per batch would grow judges, limiters and metric
+    series without end; past the bound the request fails with a judge_error saying why."""
+    from flows.judge import MAX_MODELS_PER_PROVIDER
+
+    monkeypatch.setenv("ANTHROPIC_API_KEY", TEST_KEY)
+    pool = JudgePool()
+    built = [pool(request(i, judge_provider="anthropic", judge_model=f"made-up-{i}"))
+             for i in range(MAX_MODELS_PER_PROVIDER)]
+    try:
+        with pytest.raises(flows.judge.JudgeBuildError, match="too many anthropic models"):
+            pool(request(99, judge_provider="anthropic", judge_model="one-more"))
+        # the models already called keep working, and other providers have their own room
+        assert pool(request(100, judge_provider="anthropic", judge_model="made-up-0")) is built[0]
+        assert pool(request(101, judge_provider="offline")) is not None
+    finally:
+        close(*built)
+
+
 # --- 3. expired requests are not called ---------------------------------------------------------
 
 
