@@ -39,7 +39,10 @@ from schemas.events import MAX_BATCH_ESSAYS, MAX_ESSAY_CHARS, PAIR_KINDS, GradeS
 
 SNAPSHOT_VERSION = 1
 COLLECT_TIMEOUT = timedelta(hours=1)  # also how long essays wait for a batch.opened that never comes
-TOMBSTONE_TTL = timedelta(hours=6)
+# How long a finished batch is remembered: late judgements count as strays, and its id
+# stays finished (a re-sent batch.opened is a duplicate, not a second paid run). About
+# 330 bytes of snapshot and 2.7 kB of memory each.
+TOMBSTONE_TTL = timedelta(days=7)
 MAX_EARLY_ESSAYS = 10_000
 DEFAULT_PRIOR_SD = 2.0  # fit_bt's prior sd for essays; the grading divides it out of fitted anchors
 # Errors the judge already retried but that may pass on a fresh attempt.
@@ -134,6 +137,9 @@ class BatchMachine:
         self.strays = 0
         self.duplicates = 0
         self.last_at: datetime | None = None
+        # When the event being handled happened (its own time, or a timer's due time): a
+        # result decided without judgements is stamped with it, so a replay repeats it.
+        self._event_at: datetime | None = None
         self.done_at: datetime | None = None
         self.stop: str | None = None
         self.valid_order: list[int] = []  # seqs of valid comparisons, in the order answered
@@ -152,6 +158,7 @@ class BatchMachine:
 
     # ---- inputs -------------------------------------------------------------------------
     def handle(self, event: Inbound, now: datetime) -> list[Outbound]:
+        self._event_at = event.occurred_at
         if isinstance(event, Judgement):
             return self._on_judgement(event, now)
         if isinstance(event, BatchOpened):
@@ -164,6 +171,9 @@ class BatchMachine:
         if self.phase == "comparing":
             out: list[Outbound] = []
             ts = now.timestamp()
+            due = [c.deadline for c in self.comps if c.state == FLIGHT and c.deadline <= ts]
+            if due:
+                self._event_at = datetime.fromtimestamp(max(due), UTC)
             for seq, c in enumerate(self.comps):
                 if c.state == FLIGHT and c.deadline <= ts:
                     self.errors_by_kind[ErrorKind.DEADLINE.value] += 1
@@ -171,6 +181,7 @@ class BatchMachine:
                     out += self._retry_or_fail(seq, c, ErrorKind.DEADLINE, now)
             return out + self._advance(now)
         if self.phase == "collecting" and self.opened_at and now - self.opened_at >= COLLECT_TIMEOUT:
+            self._event_at = self.opened_at + COLLECT_TIMEOUT
             return self._start(now)
         if self.opened is None and self.early_since and now - self.early_since >= COLLECT_TIMEOUT:
             early, self.early, self.early_since = self.early, [], None
@@ -204,12 +215,12 @@ class BatchMachine:
             self.duplicates += 1
             return []
         if ev.expected_essays > MAX_BATCH_ESSAYS:
-            return [self._dead(ev, f"batch too large: {ev.expected_essays} essays, at most {MAX_BATCH_ESSAYS} "
-                                   "(its result must fit one Kafka message); split it")]
+            return self._reject(ev, f"batch too large: {ev.expected_essays} essays, at most {MAX_BATCH_ESSAYS} "
+                                    "(its result must fit one Kafka message); split it", now)
         try:
             self._scale(ev)
         except GradingError as exc:
-            return [self._dead(ev, f"invalid grade scale: {exc}")]
+            return self._reject(ev, f"invalid grade scale: {exc}", now)
         # The collect timeout runs from when this flow saw the batch open, not from the
         # producer's clock: a batch read late (consumer lag, a replay) still gets its hour.
         self.opened, self.opened_at = ev, now
@@ -219,6 +230,20 @@ class BatchMachine:
         for essay in early:
             out += self._on_essay(essay, now)
         self._taking_in = []
+        return out
+
+    def _reject(self, ev: BatchOpened, reason: str, now: datetime) -> list[Outbound]:
+        """A batch.opened the flow refuses still gets the batch's one result (failed,
+        `rejected`, the reason in `last_error`), so whoever waits for it is told; the open
+        is passed on for its row and dead-lettered with the reason, and essays that came
+        before it are dead-lettered too. The batch id is then finished: send a corrected
+        batch under a new id."""
+        reason = reason[:600]
+        out: list[Outbound] = [ev, self._dead(ev, reason)]
+        out += [self._dead(e, f"batch rejected: {reason}"[:600]) for e in self.early]
+        self.early, self.early_since = [], None
+        self.last_error = reason
+        out.append(self._bare_failure(reason, now, ev.correlation_id, ev.callback_topic, stop_reason="rejected"))
         return out
 
     def _on_essay(self, ev: EssaySubmitted, now: datetime) -> list[Outbound]:
@@ -338,6 +363,7 @@ class BatchMachine:
             pairs = select_pairs(
                 n, want, issued, fit=fit, rng=rng, strategy=s.pairing,
                 max_repeats=s.max_repeats, min_per_essay=min(3, s.min_per_essay),  # coverage floor
+                pending=self._unfitted(),
             )
             pairs_left = len(pairs) > 0 or in_flight > 0  # answers still due may be informative
             for a, b in pairs:
@@ -351,14 +377,50 @@ class BatchMachine:
         if n_error >= self._error_cap(n) or self._never_worked():
             return out + self._finish("too_many_errors", now)
         valid_per_essay = self._valid_per_essay()
-        reason = stop_reason(self._rule(), n, valid_per_essay, n_valid, self._current_fit(), pairs_left)
-        if reason is not None and self.fit_n != n_valid:  # confirm on a fresh fit
+        stale = self._current_fit()
+        reason = stop_reason(self._rule(), n, valid_per_essay, n_valid, stale, pairs_left)
+        if self.fit_n != n_valid and (reason is not None or self._may_be_precise(stale, valid_per_essay)):
+            # confirm a stop on a fresh fit, and look for one the stale fit cannot see yet
             reason = stop_reason(self._rule(), n, valid_per_essay, n_valid, self.fit(fresh=True), pairs_left)
         if reason is None and in_flight == 0:
             reason = "no_informative_pairs"  # nothing in flight and nothing left to ask
         if reason is not None:
             return out + self._finish(str(reason), now)
         return out
+
+    def _unfitted(self) -> np.ndarray:
+        """Pairs asked but not in the fit in use (in flight, or answered since the fit):
+        the pairing counts their information, so it does not keep picking one uncertain
+        essay while its judgements are on their way."""
+        flight = [(c.first, c.second) for c in self.comps if c.state == FLIGHT]
+        k = self.fit_n
+        fresh = np.column_stack([np.asarray(self._vf[k:], dtype=np.int64), np.asarray(self._vs[k:], dtype=np.int64)])
+        return np.concatenate([np.asarray(flight, dtype=np.int64).reshape(-1, 2), fresh.reshape(-1, 2)])
+
+    def _may_be_precise(self, stale: Fit | None, valid_per_essay: np.ndarray) -> bool:
+        """Whether the judgements since the stale fit may have met the precision target:
+        its SEs shrunk by their expected information (a cheap forecast), with a small margin.
+        Only then is a fresh fit worth its cost, and the result goes out on the deciding
+        judgement rather than at the next scheduled refit."""
+        rule = self._rule()
+        if stale is None or (rule.max_mean_se is None and rule.min_ssr is None):
+            return False
+        if valid_per_essay.shape[0] == 0 or int(valid_per_essay.min()) < rule.min_per_essay:
+            return False
+        k, n = self.fit_n, stale.theta.shape[0]
+        f = np.asarray(self._vf[k:], dtype=np.int64)
+        s = np.asarray(self._vs[k:], dtype=np.int64)
+        p = 1.0 / (1.0 + np.exp(-(stale.theta[f] - stale.theta[s] + stale.delta)))
+        w = p * (1.0 - p)
+        info = np.bincount(f, weights=w, minlength=n) + np.bincount(s, weights=w, minlength=n)
+        var = 1.0 / (1.0 / np.maximum(stale.se, 1e-12) ** 2 + info)
+        if rule.max_mean_se is not None and not float(np.mean(np.sqrt(var))) <= rule.max_mean_se * 1.02:
+            return False
+        if rule.min_ssr is not None:
+            spread = float(np.var(stale.theta))
+            if spread <= 0 or not (spread - float(np.mean(var))) / spread >= rule.min_ssr - 0.01:
+                return False
+        return True
 
     def _never_worked(self) -> bool:
         """Nothing has worked and two windows in flight (at least 8 comparisons) failed for
@@ -480,7 +542,7 @@ class BatchMachine:
     def _finish(self, reason: str, now: datetime) -> list[Outbound]:
         assert self.opened is not None
         self.phase, self.stop = "done", reason
-        at = self.last_at or now
+        at = self.last_at or self._event_at or now
         self.done_at = now
         fit = self.fit(fresh=True)
         n = len(self.essays)
@@ -656,15 +718,16 @@ class BatchMachine:
         return False
 
     def _bare_failure(
-        self, error: str, now: datetime, correlation_id: str | None, callback_topic: str | None
+        self, error: str, now: datetime, correlation_id: str | None, callback_topic: str | None,
+        stop_reason: str = "internal_error",
     ) -> AssessmentResult:
         """The batch's one result when its state cannot give more: failed, no essays."""
-        self.phase, self.stop, self.done_at, self.result_sent = "done", "internal_error", now, True
+        self.phase, self.stop, self.done_at, self.result_sent = "done", stop_reason, now, True
         return AssessmentResult(
             event_id=AssessmentResult.id_for(self.batch_id), batch_id=self.batch_id,
-            correlation_id=correlation_id, status=BatchStatus.FAILED, stop_reason="internal_error",
+            correlation_id=correlation_id, status=BatchStatus.FAILED, stop_reason=stop_reason,
             essays=[], last_error=error, completion_target=0, duration_s=0.0, comparisons_valid=0,
-            comparisons_errored=0, occurred_at=now, callback_topic=callback_topic,
+            comparisons_errored=0, occurred_at=self._event_at or now, callback_topic=callback_topic,
         )
 
     @classmethod

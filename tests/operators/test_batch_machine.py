@@ -372,13 +372,132 @@ def test_errors_after_a_valid_judgement_stop_at_the_completion_target():
     assert r.comparisons_valid == 1 and r.comparisons_errored == r.completion_target == 20
 
 
-def test_a_batch_over_the_size_limit_is_dead_lettered():
+def test_a_batch_over_the_size_limit_is_dead_lettered_and_gets_its_one_failed_result():
+    """Whoever waits for the batch's result is told, and the batch id is finished."""
     from schemas.events import MAX_BATCH_ESSAYS
 
     m = BatchMachine("huge")
-    (dl,) = m.handle(BatchOpened.create("huge", MAX_BATCH_ESSAYS + 1, occurred_at=T0), T0)
-    assert isinstance(dl, DeadLetter) and dl.reason.startswith("batch too large")
-    assert m.is_unknown
+    early = m.handle(EssaySubmitted.create("huge", "e0", "an early essay", occurred_at=T0), T0)
+    assert early == []
+    opened = BatchOpened.create("huge", MAX_BATCH_ESSAYS + 1, occurred_at=T0 + timedelta(seconds=5),
+                                correlation_id="c-huge", callback_topic="their.results")
+    out = m.handle(opened, T0 + timedelta(hours=2))
+    assert out[0] is opened  # its row, which the result's row refers to
+    dead = [e for e in out if isinstance(e, DeadLetter)]
+    assert [d.reason.split(":")[0] for d in dead] == ["batch too large", "batch rejected"]
+    assert dead[1].original_event_type == "essay.submitted"
+    (r,) = [e for e in out if isinstance(e, AssessmentResult)]
+    assert (r.status.value, r.stop_reason, r.essays) == ("failed", "rejected", [])
+    assert r.last_error.startswith("batch too large") and r.correlation_id == "c-huge"
+    assert r.callback_topic == "their.results"
+    assert r.occurred_at == opened.occurred_at  # the event's time: a replay repeats the result
+    assert not m.is_unknown and m.phase == "done"
+    # the id is finished: a corrected open under it is a duplicate, essays are dead-lettered
+    assert m.handle(BatchOpened.create("huge", 3, occurred_at=T0), T0) == [] and m.duplicates == 1
+    (late,) = m.handle(EssaySubmitted.create("huge", "e1", "text", occurred_at=T0), T0)
+    assert isinstance(late, DeadLetter) and late.reason == "essay for a finished batch"
+
+
+def test_a_batch_with_an_invalid_grade_scale_gets_a_failed_result():
+    from schemas.events import GradeScaleSpec
+
+    m = BatchMachine("bad-scale")
+    spec = GradeScaleSpec.model_construct(name="mine", grades=["A", "A"], below_lowest=None, priors=None)
+    ev = BatchOpened.create("bad-scale", 3, occurred_at=T0).model_copy(update={"grade_scale": spec})
+    out = m.handle(ev, T0)
+    (r,) = [e for e in out if isinstance(e, AssessmentResult)]
+    assert r.stop_reason == "rejected" and r.last_error.startswith("invalid grade scale")
+    assert any(isinstance(e, DeadLetter) and e.reason.startswith("invalid grade scale") for e in out)
+
+
+def test_a_result_decided_by_a_timer_is_the_same_whenever_the_timer_fires():
+    """A replay after a crash fires timers later than the first run did; the result (same
+    event id) must carry the same content, so it is stamped with when the timer was due."""
+
+    def collect_timeout(late: timedelta) -> AssessmentResult:
+        m = BatchMachine("slow")
+        m.handle(BatchOpened.create("slow", 3, occurred_at=T0), T0)
+        m.handle(EssaySubmitted.create("slow", "e0", "only one essay", occurred_at=T0), T0)
+        due = m.next_timer()
+        (r,) = [e for e in m.on_timer(due + late) if isinstance(e, AssessmentResult)]
+        return r
+
+    on_time, replayed = collect_timeout(timedelta(0)), collect_timeout(timedelta(seconds=37))
+    assert on_time.stop_reason == "too_few_essays"
+    assert on_time.to_json() == replayed.to_json()
+    assert on_time.duration_s == 3600
+
+    def every_attempt_times_out(late: timedelta) -> AssessmentResult:
+        m, out = open_batch(n=3, budget=3, in_flight=3, max_attempts=1, comparison_timeout_s=60)
+        results: list[AssessmentResult] = []
+        while m.phase != "done":
+            results += [e for e in m.on_timer(m.next_timer() + late) if isinstance(e, AssessmentResult)]
+        (r,) = results
+        return r
+
+    first, again = every_attempt_times_out(timedelta(0)), every_attempt_times_out(timedelta(seconds=9))
+    assert first.stop_reason == "too_many_errors" and first.status.value == "failed"
+    assert first.to_json() == again.to_json()
+
+
+def test_the_result_goes_out_on_the_deciding_judgement_not_at_the_next_refit():
+    """Between scheduled refits the fit in use is stale; a forecast of the new judgements'
+    information decides when a fresh fit is worth it, so the batch stops on the first
+    judgement at which a fresh fit meets the precision target."""
+    from cj.model import fit_bt
+    from cj.stopping import StopRule, precision_met
+
+    for n, seed in ((60, 1), (200, 3)):
+        rng = np.random.default_rng(seed)
+        truth = rng.normal(0, 2, n)
+        m, out = BatchMachine("p"), []
+        s = BatchSettings(in_flight=8, budget=100 * n, max_mean_se=0.6, min_per_essay=6)
+        out = m.handle(BatchOpened.create("p", n, settings=s, occurred_at=T0), T0)
+        for i in range(n):
+            out += m.handle(EssaySubmitted.create("p", f"e{i}", f"essay {i}", occurred_at=T0), T0)
+        pending, log, result = requests(out), [], None
+        while pending and result is None:
+            req = pending.pop(0)
+            a, b = int(req.essay_a.essay_id[1:]), int(req.essay_b.essay_id[1:])
+            won = bool(rng.random() < 1 / (1 + np.exp(-(truth[a] - truth[b]))))
+            log.append((a, b, won))
+            new = m.handle(answer(req, winner="A" if won else "B"), T0)
+            pending += requests(new)
+            result = next((e for e in new if isinstance(e, AssessmentResult)), None)
+        assert result is not None and result.stop_reason == "precision_met"
+        arr = np.array([(a, b) for a, b, _ in log])
+        won = np.array([w for *_, w in log])
+        rule = StopRule(budget=100 * n, max_mean_se=0.6, min_per_essay=6)
+
+        def met(k: int) -> bool:
+            counts = np.bincount(arr[:k].ravel(), minlength=n)
+            return precision_met(rule, counts, fit_bt(n, arr[:k, 0], arr[:k, 1], won[:k]))
+
+        k = result.comparisons_valid
+        assert met(k) and not any(met(j) for j in range(k - 30, k)), n
+
+
+def test_pairs_in_flight_and_unfitted_answers_count_in_the_pairing():
+    """Above the full-covariance size the pairing works from per-essay variances: without
+    the pairs asked since the fit it would hand the same uncertain essays every top-up."""
+    n = 200
+    m, out = BatchMachine("big"), []
+    s = BatchSettings(in_flight=40, budget=5000, max_mean_se=None)
+    out = m.handle(BatchOpened.create("big", n, settings=s, occurred_at=T0), T0)
+    for i in range(n):
+        out += m.handle(EssaySubmitted.create("big", f"e{i}", f"essay {i} [q={i}]", occurred_at=T0), T0)
+    pending = requests(out)
+    while len(m.valid_order) < 8 * n // 2:  # 8 per essay, then look at the next windows
+        new = m.handle(answer(pending.pop(0)), T0)
+        pending += requests(new)
+    window = []
+    for _ in range(120):
+        new = m.handle(answer(pending.pop(0)), T0)
+        pending += requests(new)
+        window += requests(new)
+    assert m._refit_every(len(m.valid_order)) > 20  # so most picks above were on a stale fit
+    uses = np.bincount([int(e.essay_id[1:]) for r in window for e in (r.essay_a, r.essay_b)], minlength=n)
+    assert uses.max() <= 4, sorted(uses)[-5:]
 
 
 def test_a_snapshot_from_before_the_early_wait_was_kept_still_times_out():
