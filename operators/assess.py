@@ -36,6 +36,7 @@ class AssessLogic(StatefulLogic[Inbound, Outbound, dict]):
                 self.machine, self._backlog = BatchMachine.unreadable(snapshot, exc, utc_now())
                 self._unread = snapshot
         self._open = False
+        self._awaiting = False
         self._track_open()
 
     def on_item(self, value: Inbound) -> tuple[Iterable[Outbound], bool]:
@@ -95,10 +96,16 @@ class AssessLogic(StatefulLogic[Inbound, Outbound, dict]):
         return StatefulLogic.RETAIN
 
     def _track_open(self, force_closed: bool = False) -> None:
-        is_open = not force_closed and self.machine.phase != "done" and self.machine.opened is not None
+        mc = self.machine
+        is_open = not force_closed and mc.phase != "done" and mc.opened is not None
         if is_open != self._open:
             m.ACTIVE_BATCHES.inc(1 if is_open else -1)
             self._open = is_open
+        # Waiting for the judges (the no-progress alert's base), not for its publisher's essays.
+        awaiting = is_open and mc.phase == "comparing" and mc._in_flight > 0  # noqa: SLF001 - the machine's count
+        if awaiting != self._awaiting:
+            m.BATCHES_AWAITING.inc(1 if awaiting else -1)
+            self._awaiting = awaiting
 
     def _observe(self, out: list[Outbound]) -> list[Outbound]:
         for ev in out:

@@ -21,6 +21,12 @@ JUDGEMENTS_RECEIVED = Counter(
 STRAYS = Counter("cjflow_stray_judgements_total", "Judgements for finished batches (dropped)")
 DUPLICATES = Counter("cjflow_duplicate_judgements_total", "Judgements for already answered comparisons")
 ACTIVE_BATCHES = Gauge("cjflow_active_batches", "Batches open (collecting or comparing) in this process")
+# The no-progress alert's base: a batch still collecting essays waits for its publisher (up to an
+# hour), not for the judges, so only batches with comparisons out count here.
+BATCHES_AWAITING = Gauge(
+    "cjflow_batches_awaiting_judgements",
+    "Batches comparing with comparison requests in flight (waiting for judgements) in this process",
+)
 BATCHES_FINISHED = Counter("cjflow_batches_finished_total", "Batches finished", ["status", "stop_reason"])
 BATCH_DURATION = Histogram(
     "cjflow_batch_duration_seconds", "Batch opened -> result", buckets=(1, 2, 5, 10, 30, 60, 120, 300, 600, 1800, 3600)
@@ -65,8 +71,8 @@ SINK_ERRORS = Counter("cjflow_sink_errors_total", "Database write errors", ["kin
 
 
 ALL = (
-    COMPARISONS_REQUESTED, JUDGEMENTS_RECEIVED, STRAYS, DUPLICATES, ACTIVE_BATCHES, BATCHES_FINISHED,
-    BATCH_DURATION, COMPARISONS_PER_BATCH, BATCH_SSR, DEAD_LETTERS, LLM_CALLS, LLM_LATENCY, LLM_TOKENS,
+    COMPARISONS_REQUESTED, JUDGEMENTS_RECEIVED, STRAYS, DUPLICATES, ACTIVE_BATCHES, BATCHES_AWAITING,
+    BATCHES_FINISHED, BATCH_DURATION, COMPARISONS_PER_BATCH, BATCH_SSR, DEAD_LETTERS, LLM_CALLS, LLM_LATENCY, LLM_TOKENS,
     LLM_COST, LLM_IN_FLIGHT, LLM_RETRIES, RATE_LIMIT_WAIT, JUDGE_REQUESTS_EXPIRED, CALLBACKS_UNDELIVERABLE,
     SINK_WRITES, SINK_ERRORS,
 )
@@ -91,3 +97,62 @@ LLM_PROVIDER_BATCHES = Counter(
     ["provider", "model", "outcome"],
 )
 ALL = ALL + (LLM_BUNDLE_SIZE, LLM_PROVIDER_BATCHES)  # type: ignore[assignment]
+
+# --- label values known in advance ----------------------------------------------------------------
+# prometheus_client exports a labelled child only from its first increment, so a series would
+# appear already at 1 (or 100) and increase()/rate() would never see that first step: an alert on
+# a reason's first events after every restart could not fire. Every label value known in advance
+# is created at 0 here. Values that cannot be listed (a Kafka error name nobody expected, a
+# provider/model pair, a table) still appear at their first increment; the alerts on
+# per-reason counters also count a series created in the window (its `_created` sample) whole.
+JUDGEMENT_OUTCOMES = ("valid", "error")
+REQUEST_REASONS = ("new", "retry")  # first attempt, re-issue after an error or a deadline
+BATCH_STATUSES = ("completed", "partial", "failed")
+# (status, stop_reason) pairs a result can have: the stopping rule's reasons (cj.stopping) and the
+# machine's own endings. "completed" needs every essay judged without too many errors.
+_RULE_STOPS = ("precision_met", "no_informative_pairs", "budget_spent")
+BATCH_ENDINGS = (
+    tuple(("completed", r) for r in _RULE_STOPS)
+    + tuple(("partial", r) for r in (*_RULE_STOPS, "too_many_errors", "internal_error"))
+    + tuple(("failed", r) for r in (*_RULE_STOPS, "too_many_errors", "internal_error", "too_few_essays", "rejected"))
+)
+# Dead-letter reasons as operators.codec.reason_label gives them (the text before any detail);
+# tests/telemetry checks this against every reason the code writes.
+DEAD_LETTER_REASONS = (
+    # decoding (operators/codec.py, flows/kafka_io.py)
+    "empty message", "invalid JSON", "invalid event", "message key is not the batch id",
+    "contains a NUL character (\\x00), which the database cannot s", "undecodable", "kafka consumer error",
+    # the batch machine (operators/batch_machine.py)
+    "batch never opened", "batch too large", "invalid grade scale", "batch rejected", "essay for a finished batch",
+    "too many essays before the batch was opened", "essay after the batch started comparing",
+    "duplicate essay id", "empty essay text", "essay longer than 60000 characters",
+    "anchor grade given but the batch has no grade scale", "unknown anchor grade",
+    "judgement for an unknown batch", "judgement for an unknown comparison", "internal error",
+    # the database sink (sinks/sql.py)
+    "database rejected the record",
+)
+# KafkaError names a callback topic's refusal usually has (missing topic, ACL, size, broker down).
+CALLBACK_REASONS = (
+    "UNKNOWN_TOPIC_OR_PART", "_UNKNOWN_TOPIC", "TOPIC_AUTHORIZATION_FAILED", "TOPIC_EXCEPTION", "MSG_SIZE_TOO_LARGE",
+    "RECORD_LIST_TOO_LARGE", "POLICY_VIOLATION", "NOT_ENOUGH_REPLICAS", "NOT_ENOUGH_REPLICAS_AFTER_APPEND",
+    "_MSG_TIMED_OUT",
+)
+SINK_ERROR_KINDS = ("connection", "serialization", "deadlock", "unavailable", "constraint", "data", "fatal")
+
+
+def _precreate() -> None:
+    for outcome in JUDGEMENT_OUTCOMES:
+        JUDGEMENTS_RECEIVED.labels(outcome)
+    for reason in REQUEST_REASONS:
+        COMPARISONS_REQUESTED.labels(reason)
+    for status, stop in BATCH_ENDINGS:
+        BATCHES_FINISHED.labels(status, stop)
+    for reason in DEAD_LETTER_REASONS:
+        DEAD_LETTERS.labels(reason)
+    for reason in CALLBACK_REASONS:
+        CALLBACKS_UNDELIVERABLE.labels(reason)
+    for kind in SINK_ERROR_KINDS:
+        SINK_ERRORS.labels(kind)
+
+
+_precreate()
