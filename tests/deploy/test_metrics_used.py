@@ -68,6 +68,7 @@ def test_dashboard_covers_the_operations_questions():
         "rate-limit waits": "cjflow_rate_limit_wait_seconds_total",
         "in-flight calls": "cjflow_llm_in_flight",
         "open batches": "cjflow_active_batches",
+        "batches waiting for judgements": "cjflow_batches_awaiting_judgements",
         "batch duration": "cjflow_batch_duration_seconds_bucket",
         "stop reasons": "cjflow_batches_finished_total",
         "reliability": "cjflow_batch_reliability_ssr_bucket",
@@ -85,6 +86,7 @@ def test_alerts_cover_the_failure_modes():
     for alert in (
         "CjflowJudgeErrorRatioHigh", "CjflowRateLimitStorm", "CjflowDeadLettersRising",
         "CjflowNoProgressOnOpenBatches", "CjflowBatchDurationHigh", "CjflowSinkErrors", "CjflowCostBurnRateHigh",
+        "CjflowCallbackTopicRefused", "CjflowProcessDown", "CjflowStatefulSetNotReady",
     ):
         assert alert in rules
 

@@ -45,3 +45,21 @@ def test_alerts_have_severity_and_text():
         for rule in group["rules"]:
             assert rule["labels"]["severity"] in ("warning", "critical"), rule["alert"]
             assert rule["annotations"]["summary"] and rule["annotations"]["description"], rule["alert"]
+
+
+def test_statefulset_alert_names_every_cjflow_statefulset(example):
+    """`up` has no series for a Pending pod: the kube-state-metrics alert must cover every flow."""
+    import re
+
+    import yaml
+    from deploy_helpers import by_kind
+
+    rule = next(
+        r for g in yaml.safe_load(RULES.read_text())["groups"] for r in g["rules"]
+        if r.get("alert") == "CjflowStatefulSetNotReady"
+    )
+    patterns = set(re.findall(r'statefulset=~"([^"]+)"', rule["expr"]))
+    assert len(patterns) == 1, rule["expr"]
+    pattern = re.compile(patterns.pop())
+    names = [d["metadata"]["name"] for d in by_kind(example, "StatefulSet")]
+    assert names and all(pattern.fullmatch(n) for n in names), names
