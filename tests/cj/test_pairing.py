@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import scipy.sparse
 import scipy.sparse.csgraph
+import scipy.stats
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -159,6 +160,34 @@ def test_fast_for_1000_essays(strategy: str) -> None:
         select_pairs(n, 1, issued, fit=fit, rng=rng, strategy=strategy)
         times.append(time.perf_counter() - t)
     assert min(times) < 0.005  # min: the machine may be busy with other work
+
+
+@pytest.mark.parametrize("seed", [2, 3])
+def test_large_batch_spreads_comparisons(seed: int) -> None:
+    """Above 150 essays an extreme essay (w ~ 0 against all, variance stays largest) is not
+    paired with every essay in turn: the pair is chosen, not the essay of largest variance.
+    Before, these seeds gave one essay 9-13 times the median count."""
+    n = 200
+    rng = np.random.default_rng(seed)
+    truth = np.random.default_rng(seed + 1).normal(0, 2, n)
+    issued: list[tuple[int, int]] = []
+    won = np.zeros(0, bool)
+    fit = None
+    last = 0
+    while len(issued) < 8 * n:
+        new = select_pairs(n, 4, issued, fit=fit, rng=rng, strategy="adaptive")
+        issued += new
+        a = np.asarray(new)
+        won = np.concatenate([won, judge_many(judge_logistic, truth, a[:, 0], a[:, 1], rng)])
+        if len(issued) - last >= 25:
+            arr = np.asarray(issued)
+            fit = fit_bt(n, arr[:, 0], arr[:, 1], won, initial=fit)
+            last = len(issued)
+    arr = np.asarray(issued)
+    cnt = np.bincount(arr.ravel(), minlength=n)
+    assert cnt.max() <= 3 * np.median(cnt)
+    fit = fit_bt(n, arr[:, 0], arr[:, 1], won)
+    assert scipy.stats.spearmanr(fit.theta, truth).statistic > 0.93
 
 
 @settings(max_examples=40, deadline=None)
