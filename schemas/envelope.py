@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import UTC, datetime
+from typing import Literal
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
@@ -31,7 +32,9 @@ class Envelope(BaseModel):
 
     event_id: str = Field(description="Unique id; deterministic where the event can be re-emitted.")
     event_type: str
-    schema_version: int = SCHEMA_VERSION
+    # A constant, so the published v1 schemas refuse another version's events (`const: 1`);
+    # a new version comes with new models and `.v2` topics (docs/events.md).
+    schema_version: Literal[1] = SCHEMA_VERSION
     batch_id: str = Field(min_length=1, max_length=200)
     correlation_id: str | None = Field(
         default=None, max_length=200, description="Caller's id, copied onto every event of the batch."
