@@ -243,11 +243,11 @@ def fit_cut_points(
         cov = np.linalg.pinv(xtw @ x)
         return cov @ (xtw @ theta), cov
 
-    coef, _ = solve(np.ones_like(theta))
-    if not coef[1] > 1e-9:
-        raise GradingError(
-            f"anchors do not separate the grades of {scale.name!r}: higher grades do not score higher"
-        )
+    # The band term needs the slope: a first pass weighted by 1/SE^2 gives it (ordinary
+    # least squares without SEs). Unweighted, one poorly measured anchor (judged once, an
+    # upset win) could flip it although the weighted fit separates the grades; only the
+    # final slope must be positive.
+    coef, _ = solve(1.0 / np.maximum(se**2, 1e-6))
     var = se**2 + coef[1] ** 2 * band_var[gi]
     var = np.maximum(var, 1e-6)
     coef, cov = solve(1.0 / var)

@@ -101,6 +101,25 @@ def test_inverted_anchors_pooled_not_crashing() -> None:
         fit_cut_points(scale, np.array([3.0, 1.0]), ["2", "7"])
 
 
+def test_one_poorly_measured_anchor_does_not_flip_the_slope() -> None:
+    """Three well-measured anchors and a grade-1 anchor judged once, an upset win over the
+    best essay (fitted values from /tmp/review_cj/grade_unweighted.py). De-shrunk, that
+    anchor sits at 6.2 +- 2.3: an unweighted first pass gave a negative slope and raised,
+    although the 1/SE^2-weighted fit separates the grades."""
+    scale = get_scale("eng5_np_national_9_step")
+    theta = np.array([-2.21, -0.34, 1.55, 2.66])
+    se = np.array([0.77, 0.61, 0.66, 1.51])
+    cuts = fit_cut_points(scale, theta, ["3", "5", "7", "1"], anchor_se=se, prior_sd=2.0, n_items=24)
+    assert np.all(np.diff(cuts.cuts) > 0)
+    three = fit_cut_points(scale, theta[:3], ["3", "5", "7"], anchor_se=se[:3], prior_sd=2.0, n_items=24)
+    # the stray anchor widens and flattens the scale, but the middle stays put
+    assert abs(cuts.cuts[4] - three.cuts[4]) < 1.0
+    # well-measured anchors in the wrong order still raise
+    with pytest.raises(GradingError, match="separate"):
+        fit_cut_points(scale, np.array([1.5, -1.5, 0.1]), ["3", "7", "5"], anchor_se=np.full(3, 0.3),
+                       prior_sd=2.0, n_items=24)
+
+
 def test_anchor_errors() -> None:
     scale = get_scale("eng5_np_legacy_9_step")
     with pytest.raises(GradingError, match="'G'"):
