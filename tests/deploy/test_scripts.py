@@ -78,21 +78,31 @@ def _free_ports(n: int) -> list[int]:
 
 
 def test_init_recovery_then_a_two_process_cluster_resumes(example, tmp_path):
+    """Each pod start re-runs the init container: after a completed run it must leave the
+    partitions alone, so the cluster's second run resumes (here: at the end of its input,
+    emitting nothing) instead of starting over."""
     sts = one(example, "StatefulSet", "cjflow-assessment")
     path = f"{real_cjflow(tmp_path)}:{VENV_BIN}:/usr/bin:/bin"
-    dirs = []
+    envs = []
     for ordinal in (0, 1):
         env = pod_env(example, sts, ordinal)
-        partitions = int(env["CJFLOW_RECOVERY_PARTITIONS"])
         env["CJFLOW_RECOVERY_DIR"] = str(tmp_path / f"recovery-{ordinal}")  # the PVC
-        for attempt in range(2):  # a restarted pod re-runs its init container
+        envs.append(env)
+    partitions = int(envs[0]["CJFLOW_RECOVERY_PARTITIONS"])
+    dirs = [Path(env["CJFLOW_RECOVERY_DIR"]) for env in envs]
+
+    def init_containers() -> None:
+        for env in envs:
             out = run_script("init-recovery.sh", env, path)
             assert out.returncode == 0, out.stderr
-        dirs.append(Path(env["CJFLOW_RECOVERY_DIR"]))
+
+    for _ in range(2):  # a pod restarted before the flow ever ran re-runs its init container
+        init_containers()
     assert sorted(p.name for p in dirs[0].iterdir()) == sorted(f"part-{i}.sqlite3" for i in range(partitions))
     assert list(dirs[1].iterdir()) == []
 
-    # A real Bytewax cluster with the partitions on process 0 only: run, then resume.
+    # A real Bytewax cluster with the partitions on process 0 only: run, restart (init
+    # containers again), resume.
     (tmp_path / "tiny_flow.py").write_text(textwrap.dedent("""
         import bytewax.operators as op
         from bytewax.connectors.stdio import StdOutSink
@@ -104,7 +114,10 @@ def test_init_recovery_then_a_two_process_cluster_resumes(example, tmp_path):
         op.output("out", op.stateful_map("sum", keyed, lambda s, x: ((s or 0) + x, (s or 0) + x)), StdOutSink())
     """))
     addresses = ";".join(f"127.0.0.1:{p}" for p in _free_ports(2))
-    for _ in range(2):
+    emitted: list[list[str]] = []
+    for run in range(2):
+        if run:
+            init_containers()  # the pods restart: their init containers run again
         procs = [
             subprocess.Popen(
                 [sys.executable, "-m", "bytewax.run", "tiny_flow:flow", "-i", str(i), "-a", addresses,
@@ -122,4 +135,13 @@ def test_init_recovery_then_a_two_process_cluster_resumes(example, tmp_path):
                     p.kill()
         for p, (stdout, stderr) in zip(procs, results):
             assert p.returncode == 0, stderr
+        emitted.append(sorted(line for stdout, _ in results for line in stdout.splitlines() if line.startswith("('")))
+    # The first run emitted every running sum: the three keys' totals among them.
+    assert len(emitted[0]) == 30, emitted[0]
+    for key in range(3):
+        assert f"('{key}', {sum(range(key, 30, 3))})" in emitted[0]
+    assert emitted[1] == [], (
+        "the second run started over instead of resuming from the recovery partitions: " + ", ".join(emitted[1][:5])
+    )
+    assert sorted(p.name for p in dirs[0].iterdir()) == sorted(f"part-{i}.sqlite3" for i in range(partitions))
     assert list(dirs[1].iterdir()) == [], "process 1 must not grow partitions of its own"
