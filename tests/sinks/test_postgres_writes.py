@@ -13,7 +13,7 @@ from sqlalchemy import event, func, select, text
 
 from schemas import EssaySubmitted
 from sinks import tables as t
-from sinks.sql import RetryPolicy, SinkUnavailable, SqlWriter, make_engine, write_events
+from sinks.sql import RetryPolicy, SinkUnavailable, SqlWriter, WriteReport, make_engine, write_events
 from sinks.synthetic import T0, batch_events, judgement
 
 pytestmark = pytest.mark.postgres
@@ -164,19 +164,22 @@ def test_url_and_password_file_from_the_environment(clean_db, monkeypatch, tmp_p
     engine.dispose()
 
 
-def test_parallel_writers_on_different_batches_do_not_contend(clean_db, dump):
-    """Four writers (as four workers would) replaying their own batches concurrently."""
+def test_parallel_writers_on_different_batches_write_everything_without_retries(clean_db, dump):
+    """Four writers (as four workers would) replaying their own batches concurrently: all
+    rows written, none dead-lettered, and no transaction retried (no serialization failure
+    or deadlock between batches)."""
     engines = [make_engine(clean_db.app_url) for _ in range(4)]
     streams = [
         [ev for b in range(3) for ev in batch_events(f"w{w}-b{b}", 8, 60, start=T0 + timedelta(hours=w))]
         for w in range(4)
     ]
     errors: list[BaseException] = []
+    reports: list[WriteReport] = []
 
     def run(engine, events) -> None:
         try:
             for _ in range(2):
-                SqlWriter(engine, chunk_rows=40).write(events)
+                reports.append(SqlWriter(engine, chunk_rows=40).write(events))
         except BaseException as exc:  # noqa: BLE001
             errors.append(exc)
 
@@ -186,10 +189,61 @@ def test_parallel_writers_on_different_batches_do_not_contend(clean_db, dump):
     for th in threads:
         th.join(60)
     assert not errors
+    assert len(reports) == 8
+    assert [r.retries for r in reports] == [0] * 8
+    assert [r.dead_letters for r in reports] == [[]] * 8
+    assert all(r.rows > 0 for r in reports)
     assert _count(engines[0], t.judgements) == sum(_judgements(s) for s in streams)
     assert _count(engines[0], t.batches) == 12
     for e in engines:
         e.dispose()
+
+
+def test_an_open_write_transaction_does_not_hold_up_a_writer_of_another_batch(clean_db):
+    """Writer A stops just before committing its first transaction; writer B (another batch)
+    must still write and commit meanwhile. Writers serialised on one lock (table or advisory)
+    would leave B waiting for A: retries and row counts cannot show that, this can."""
+    engine_a, engine_b = make_engine(clean_db.app_url), make_engine(clean_db.app_url)
+    in_commit, release = threading.Event(), threading.Event()
+
+    @event.listens_for(engine_a, "commit")
+    def hold(_conn) -> None:  # type: ignore[no-untyped-def]  # fires before the COMMIT is sent
+        if not in_commit.is_set():
+            in_commit.set()
+            release.wait(30)
+
+    reports: dict[str, WriteReport] = {}
+    errors: list[BaseException] = []
+
+    def run(name: str, engine, events) -> None:  # type: ignore[no-untyped-def]
+        try:
+            reports[name] = SqlWriter(engine, chunk_rows=40).write(events)
+        except BaseException as exc:  # noqa: BLE001
+            errors.append(exc)
+
+    a_events = batch_events("open-a", 8, 20)
+    b_events = batch_events("open-b", 8, 20, start=T0 + timedelta(hours=1))
+    writer_a = threading.Thread(target=run, args=("a", engine_a, a_events))
+    writer_b = threading.Thread(target=run, args=("b", engine_b, b_events))
+    writer_a.start()
+    try:
+        assert in_commit.wait(30), "writer A never reached its first commit"
+        writer_b.start()
+        writer_b.join(15)
+        b_done = not writer_b.is_alive()
+    finally:
+        release.set()
+        writer_a.join(60)
+        writer_b.join(60)
+    assert b_done, "writer B waited for writer A's open transaction (writers of different batches contend)"
+    assert not errors
+    assert reports["a"].retries == reports["b"].retries == 0
+    with engine_b.connect() as conn:
+        assert conn.execute(
+            select(func.count()).select_from(t.judgements).where(t.judgements.c.batch_id == "open-b")
+        ).scalar_one() == _judgements(b_events)
+    engine_a.dispose()
+    engine_b.dispose()
 
 
 def test_sinks_in_a_dataflow(clean_db, dump):
