@@ -121,10 +121,13 @@ def pg() -> Pg:
         if wait_for_postgres("postgres", 30) or wait_for_postgres("root", 1):
             user = _admin_user()
     if user is None:
-        pytest.skip(
+        message = (
             f"Postgres is not reachable at {PG_HOST}:{PG_PORT} (database 'test', users {ADMIN_USERS}) "
             "even after trying `pg_ctlcluster ... main start`"
         )
+        if os.environ.get("CI"):  # .ci/run sets CI: a missing Postgres fails there, never skips
+            pytest.fail(message)
+        pytest.skip(message)
     return Pg(user)
 
 
