@@ -3,10 +3,24 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
+
+from bytewax.operators import StatefulLogic
 from prometheus_client import REGISTRY
 
 from operators.assess import AssessLogic
-from schemas import AssessmentResult, BatchOpened, BatchSettings, ComparisonRequested, EssaySubmitted, Judgement
+from schemas import (
+    AssessmentResult,
+    BatchOpened,
+    BatchSettings,
+    ComparisonRequested,
+    DeadLetter,
+    ErrorKind,
+    EssaySubmitted,
+    Judgement,
+    utc_now,
+)
+from schemas.events import PresentedEssay
 
 
 def gauges() -> tuple[float, float]:
@@ -55,6 +69,25 @@ def test_a_collecting_batch_is_open_but_not_awaiting_judgements():
 
 
 def test_judgements_for_an_unknown_batch_leave_the_gauges_alone():
+    before = gauges()
+    logic = AssessLogic(None)
+    req = ComparisonRequested.create(
+        "gauge-3", "gauge-3:cmp-0", 1,
+        essay_a=PresentedEssay(essay_id="e0", text="essay 0"),
+        essay_b=PresentedEssay(essay_id="e1", text="essay 1"),
+        assignment="a", deadline=utc_now() + timedelta(minutes=5),
+    )
+    for j in (
+        Judgement.for_request(req, winner="A", provider="test", model="m"),
+        Judgement.for_request(req, winner="error", error_kind=ErrorKind.TIMEOUT, provider="test", model="m"),
+    ):
+        out, discard = logic.on_item(j)
+        assert [type(e) for e in out] == [DeadLetter]  # dead-lettered, and the empty state dropped
+        assert discard == StatefulLogic.DISCARD
+        assert gauges() == before
+
+
+def test_an_essay_before_its_batch_is_opened_leaves_the_gauges_alone():
     before = gauges()
     logic = AssessLogic(None)
     feed(logic, EssaySubmitted.create("gauge-2", "e0", "early essay"))
