@@ -74,7 +74,13 @@ def test_runs_as_a_fixed_non_root_user(example):
 def test_installs_the_project_from_pyproject():
     runs = " ".join(rest for word, rest in instructions() if word == "RUN")
     assert re.search(r"pip install [^&]*\s\.(\s|$)", runs), "dependencies must come from pyproject.toml (pip install .)"
-    assert "--upgrade pip" in runs or "pip install" in runs
+    # into the venv the runtime stage copies, then checked for broken or missing requirements
+    venv = re.search(r"python -m venv (\S+)", runs)
+    assert venv, "the build stage must create a venv"
+    assert re.search(rf"{re.escape(venv.group(1))}/bin/pip install [^&]*\s\.(\s|$)", runs), (
+        "the project must be installed into the build stage's venv"
+    )
+    assert f"{venv.group(1)}/bin/pip check" in runs, "the installed requirements must be checked (pip check)"
     copies = [rest for word, rest in instructions() if word == "COPY"]
     copied = " ".join(copies)
     assert "pyproject.toml" in copied
