@@ -216,6 +216,8 @@ def fit_cut_points(
     se = np.zeros_like(theta) if anchor_se is None else np.asarray(anchor_se, dtype=float).reshape(-1)
     if se.shape != theta.shape:
         raise GradingError("anchor_se must have one value per anchor")
+    if not (np.all(np.isfinite(se)) and np.all(se >= 0)):
+        raise GradingError("anchor SEs must be finite and >= 0")
 
     fx = np.zeros(theta.shape, dtype=bool) if fixed is None else np.asarray(fixed, dtype=bool).reshape(-1)
     if fx.shape != theta.shape:
@@ -296,6 +298,11 @@ def grade_probabilities(cuts: CutPoints, theta: np.ndarray, se: np.ndarray) -> n
     s = np.asarray(se, dtype=float).reshape(-1, 1)
     if th.shape != s.shape:
         raise GradingError("theta and se differ in length")
+    # NaN would otherwise come out as a certain grade (NaN compares false with every cut).
+    if not np.all(np.isfinite(th)):
+        raise GradingError("abilities to project must be finite")
+    if not (np.all(np.isfinite(s)) and np.all(s >= 0)):
+        raise GradingError("standard errors to project must be finite and >= 0")
     c = np.asarray(cuts.cuts, dtype=float).reshape(1, -1)
     cse = np.zeros_like(c) if cuts.cut_se is None else np.asarray(cuts.cut_se, dtype=float).reshape(1, -1)
     shared = np.zeros_like(c) if cuts.shared_cov is None else np.asarray(cuts.shared_cov, dtype=float).reshape(1, -1)

@@ -98,7 +98,22 @@ def _check_data(
             raise ValueError(f"essay index out of range [0, {n_items}): found {lo if lo < 0 else hi}")
         if (f == s).any():
             raise ValueError("an essay cannot be compared with itself")
+    if y.dtype.kind != "b" and y.size:
+        # 0/1 numbers are accepted; NaN (silently NaN abilities) or 2.0 are not outcomes.
+        if y.dtype.kind not in "iuf" or not np.all((y == 0) | (y == 1)):
+            raise ValueError("first_won must hold booleans (or 0/1)")
     return f.astype(np.intp, copy=False), s.astype(np.intp, copy=False), y.astype(float)
+
+
+def _precision(sd: float | np.ndarray, name: str) -> float | np.ndarray:
+    """1 / sd^2, checked: sd finite and > 0, and its precision finite (not 1e-300)."""
+    arr = np.asarray(sd, dtype=float)
+    if np.all(arr > 0) and np.all(np.isfinite(arr)):
+        with np.errstate(over="ignore", divide="ignore", under="ignore"):
+            prec = 1.0 / arr**2
+        if np.all(np.isfinite(prec)):
+            return float(prec) if prec.ndim == 0 else prec
+    raise ValueError(f"{name} must be finite and > 0 (and not so small that 1/{name}^2 overflows)")
 
 
 def comparison_counts(n_items: int, first: np.ndarray, second: np.ndarray, first_won: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -234,10 +249,8 @@ def fit_bt(
     f, s, y = _check_data(n_items, first, second, first_won)
     n = n_items
     sd = np.broadcast_to(np.asarray(prior_sd, dtype=float), (n,)) if np.ndim(prior_sd) else None
-    if (sd is None and not float(prior_sd) > 0) or (sd is not None and not np.all(sd > 0)) or not delta_prior_sd > 0:
-        raise ValueError("prior_sd and delta_prior_sd must be > 0")
-    if sd is not None and not np.all(np.isfinite(sd)):
-        raise ValueError("prior_sd must be finite")
+    prec: float | np.ndarray = _precision(prior_sd if sd is None else sd, "prior_sd")
+    dprec = float(_precision(delta_prior_sd, "delta_prior_sd"))
     mean = None
     if prior_mean is not None:
         mean = np.asarray(prior_mean, dtype=float).reshape(-1)
@@ -245,7 +258,6 @@ def fit_bt(
             raise ValueError(f"prior_mean must hold {n} finite values")
         if not mean.any():
             mean = None
-    prec: float | np.ndarray = 1.0 / float(prior_sd) ** 2 if sd is None else 1.0 / sd**2
     pc = None  # prior precision of the cohort's essays (0 elsewhere), when its mean is free
     pc_total = 0.0
     if cohort is not None:
@@ -279,8 +291,8 @@ def fit_bt(
     theta, delta = _start(n, initial)
     x = np.concatenate((theta, (delta,))) if use_delta else theta
     if n + (1 if use_delta else 0) <= _DENSE_MAX_DIM:
-        return _fit_dense(n, f, s, y, prec, 1.0 / delta_prior_sd**2, use_delta, x, tol, max_iter, mean, pc, pc_total)
-    problem = _Problem(n, f, s, y, prec, 1.0 / delta_prior_sd**2, use_delta, mean, pc, pc_total)
+        return _fit_dense(n, f, s, y, prec, dprec, use_delta, x, tol, max_iter, mean, pc, pc_total)
+    problem = _Problem(n, f, s, y, prec, dprec, use_delta, mean, pc, pc_total)
     x, iterations, converged = _newton(problem, x, tol, max_iter)
     cov_diag = _inverse_diagonal(problem.dense_hessian(x))
     theta = x[:n].copy()

@@ -143,6 +143,20 @@ def test_probabilities_follow_uncertainty() -> None:
     np.testing.assert_allclose(grade_probabilities(cuts, np.zeros(3), np.ones(3)).sum(axis=1), 1.0)
 
 
+def test_non_finite_abilities_or_ses_are_refused() -> None:
+    """NaN compares false with every cut, so it used to come out as a certain grade."""
+    scale = get_scale("swedish_8_anchor")
+    cuts = fit_cut_points(scale, np.array([-2.0, 0.0, 2.0]), ["E", "C", "A"])
+    for theta, se in ((np.nan, 1.0), (np.inf, 1.0), (0.0, np.nan), (0.0, np.inf), (0.0, -1.0)):
+        with pytest.raises(GradingError):
+            project_grades(cuts, np.array([0.5, theta]), np.array([1.0, se]))
+        with pytest.raises(GradingError):
+            grade_probabilities(cuts, np.array([theta]), np.array([se]))
+    with pytest.raises(GradingError, match="anchor SEs"):
+        fit_cut_points(scale, np.array([-1.0, 1.0]), ["E", "A"], anchor_se=np.array([np.nan, 0.5]))
+    assert project_grades(cuts, np.array([0.0]), np.array([0.0]))[0].grade in scale.categories
+
+
 def test_common_shift_counted_once() -> None:
     """Every fitted ability carries the scale's common shift (prior_sd^2 / n_items); cut
     points placed from anchors carry it too, whole, and it cancels in theta - cut."""

@@ -176,6 +176,15 @@ def test_bad_input() -> None:
         fit_bt(3, np.array([-1]), np.array([1]), np.array([True]))
     with pytest.raises(ValueError):
         fit_bt(3, np.array([1]), np.array([1]), np.array([True]))
+    # outcomes are booleans or 0/1: NaN gave NaN abilities silently, 2.0 was taken as a win
+    for bad in (np.nan, 2.0, -1):
+        with pytest.raises(ValueError, match="first_won"):
+            fit_bt(2, np.array([0, 1]), np.array([1, 0]), np.array([bad, 1.0]))
+    with pytest.raises(ValueError, match="first_won"):
+        fit_bt(2, np.array([0]), np.array([1]), np.array(["yes"]))
+    as_bool = fit_bt(3, np.array([0, 1, 2]), np.array([1, 2, 0]), np.array([True, False, True]))
+    for numbers in (np.array([1, 0, 1]), np.array([1.0, 0.0, 1.0])):
+        np.testing.assert_array_equal(fit_bt(3, np.array([0, 1, 2]), np.array([1, 2, 0]), numbers).theta, as_bool.theta)
 
 
 def test_ssr() -> None:
@@ -279,3 +288,12 @@ def test_bad_priors() -> None:
         fit_bt(3, f, s, w, prior_sd=np.array([1.0, 0.0, 1.0]))
     with pytest.raises(ValueError, match="outside the cohort"):
         fit_bt(3, f, s, w, cohort=np.ones(3, dtype=bool))
+    # scalar priors are checked like array ones: inf was accepted (unconverged, SEs of 1e7),
+    # 1e-300 raised ZeroDivisionError
+    for bad in (np.inf, np.nan, 0.0, -1.0, 1e-300):
+        with pytest.raises(ValueError, match="prior_sd"):
+            fit_bt(3, f, s, w, prior_sd=bad)
+        with pytest.raises(ValueError, match="delta_prior_sd"):
+            fit_bt(3, f, s, w, delta_prior_sd=bad)
+        with pytest.raises(ValueError, match="prior_sd"):
+            fit_bt(3, f, s, w, prior_sd=np.array([1.0, bad, 1.0]))
