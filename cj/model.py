@@ -277,9 +277,16 @@ def fit_bt(
     use_delta = bool(fit_delta)
     if f.shape[0] == 0 or n == 0:
         # Nothing observed: the posterior is the prior.
+        se0 = np.full(n, float(prior_sd)) if sd is None else sd.copy()
+        if pc is not None:
+            # A cohort essay's prior is around the free cohort mean, so its variance carries
+            # the mean's too: the inverse of the profiled prior precision
+            # diag(prec) - pc pc' / pc_total (Sherman-Morrison) adds 1 / (pc_total - sum(pc))
+            # inside the cohort, as the solver below does once there are judgements.
+            se0 = np.sqrt(se0**2 + (pc > 0) / (pc_total - float(pc.sum())))
         return Fit(
             theta=np.zeros(n) if mean is None else mean.copy(),
-            se=np.full(n, float(prior_sd)) if sd is None else sd.copy(),
+            se=se0,
             delta=0.0,
             delta_se=float(delta_prior_sd) if use_delta else 0.0,
             ssr=0.0,

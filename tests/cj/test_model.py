@@ -297,3 +297,21 @@ def test_bad_priors() -> None:
             fit_bt(3, f, s, w, delta_prior_sd=bad)
         with pytest.raises(ValueError, match="prior_sd"):
             fit_bt(3, f, s, w, prior_sd=np.array([1.0, bad, 1.0]))
+
+
+def test_cohort_prior_without_judgements_carries_the_mean() -> None:
+    """With a free cohort mean and no judgements, a cohort essay's SE includes the mean's
+    variance, as the solver gives once there is a judgement (before: sd, then 4.47)."""
+    n = 6
+    banked = np.arange(n) < 2
+    mean = np.where(banked, [1.0, -1.0, 0, 0, 0, 0], 0.0)
+    sd = np.where(banked, 0.3, 2.0)
+    none = np.array([], dtype=int)
+    empty = fit_bt(n, none, none, np.array([], dtype=bool), prior_mean=mean, prior_sd=sd, cohort=~banked)
+    # one judgement between the two banked anchors says nothing about the cohort
+    one = fit_bt(n, np.array([0]), np.array([1]), np.array([True]), prior_mean=mean, prior_sd=sd, cohort=~banked)
+    np.testing.assert_allclose(empty.se[~banked], one.se[~banked], rtol=1e-9)
+    np.testing.assert_array_equal(empty.se[banked], sd[banked])
+    np.testing.assert_array_equal(empty.theta, mean)
+    # the prior with mu as an explicit parameter, mu ~ N(0, (2 * 2.0)^2): sd^2 + 4 sd^2
+    np.testing.assert_allclose(empty.se[~banked], np.sqrt(5.0) * 2.0)
