@@ -315,3 +315,23 @@ def test_cohort_prior_without_judgements_carries_the_mean() -> None:
     np.testing.assert_array_equal(empty.theta, mean)
     # the prior with mu as an explicit parameter, mu ~ N(0, (2 * 2.0)^2): sd^2 + 4 sd^2
     np.testing.assert_allclose(empty.se[~banked], np.sqrt(5.0) * 2.0)
+
+
+def test_large_problem_ses_from_a_float32_hessian(rng: np.random.Generator) -> None:
+    """Above the dense-path size the Hessian for the SEs is built in float32 and factored in
+    place (a third of the memory at 10,000 essays); a failed float32 factorisation falls back
+    to float64."""
+    from cj.model import _inverse_diagonal, _Problem
+
+    n = 320
+    pairs = random_pairs(n, 6 * n, rng)
+    won = simulate(rng.normal(0, 2, n), pairs, rng)
+    fit = _fit(n, pairs, won)
+    problem = _Problem(n, pairs[:, 0], pairs[:, 1], won.astype(float), 0.25, 1.0, True)
+    x = np.append(fit.theta, fit.delta)
+    exact = np.sqrt(np.diag(np.linalg.inv(problem.dense_hessian(x))))
+    np.testing.assert_allclose(fit.se, exact[:n], rtol=1e-5)
+    assert fit.delta_se == pytest.approx(exact[n], rel=1e-5)
+    broken = np.zeros((n + 1, n + 1), dtype=np.float32, order="F")  # not positive definite
+    got = _inverse_diagonal(broken, rebuild=lambda: problem.dense_hessian(x))
+    np.testing.assert_allclose(np.sqrt(got), exact, rtol=1e-9)
