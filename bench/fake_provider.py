@@ -8,8 +8,10 @@ output), files and batches; with rate-limit headers, enforced requests/min and t
 The verdict follows a hidden quality marker in the essays: `[q=7]` beats `[q=3]` (ties and
 missing markers: the longer essay wins). Markers in an essay inject faults for that
 comparison: `[fault=KIND]` always, `[fault=KIND:N]` for its first N attempts only, where
-KIND is 429, 529, 500, 400, 401, 404, timeout, malformed, max_tokens, refusal or
-item_malformed (bundles: only that item's answer is bad). `--fault-rate` adds random
+KIND is 429, 529, 500, 400, 401, 404, timeout, malformed, max_tokens, refusal,
+item_malformed (bundles: only that item's answer is bad) or echo_key (a 400 whose message
+echoes the API key the request presented, as some proxies do; in a provider batch, every
+later call about that batch: status, results, cancel). `--fault-rate` adds random
 429/529/500 faults to any request.
 
 It is an asyncio server (HTTP/1.1 keep-alive, no dependencies) so a thousand slow requests
@@ -222,11 +224,13 @@ class FakeProvider:
         key = headers.get("x-api-key") or headers.get("authorization", "").removeprefix("Bearer ").strip()
         if self.config.api_key is not None and key != self.config.api_key:
             return _error(flavour, 401, "authentication_error", "invalid x-api-key")
+        if self._echoes_key(path):
+            return self._echo_key(flavour, key)
         try:
             if method == "POST" and path == "/v1/messages":
-                return await self._inference("anthropic", json.loads(body))
+                return await self._inference("anthropic", json.loads(body), key)
             if method == "POST" and path == "/v1/chat/completions":
-                return await self._inference("openai", json.loads(body))
+                return await self._inference("openai", json.loads(body), key)
             if path.startswith("/v1/messages/batches"):
                 return self._anthropic_batches(method, path, body)
             if path.startswith("/v1/files"):
@@ -238,6 +242,24 @@ class FakeProvider:
         return _error(flavour, 404, "not_found_error", f"no route {method} {path}")
 
     # ---- inference ------------------------------------------------------------------------
+    def _echo_key(self, flavour: str, key: str) -> tuple[int, dict, Any]:
+        """The `echo_key` fault: a 400 whose message repeats the presented API key."""
+        self.stats.injected["echo_key"] = self.stats.injected.get("echo_key", 0) + 1
+        return _error(flavour, 400, "invalid_request_error", f"proxy rejected the request made with key {key}")
+
+    def _echoes_key(self, path: str) -> bool:
+        """A call about a provider batch that holds an `[fault=echo_key]` item."""
+        parts = path.rstrip("/").split("/")
+        if path.startswith("/v1/messages/batches/") and len(parts) > 4:
+            batch = self._batches.get(parts[4])
+            held = json.dumps(batch["requests"]) if batch else ""
+        elif path.startswith("/v1/batches/") and len(parts) > 3:
+            batch = self._batches.get(parts[3])
+            held = self._files.get(batch.get("req", {}).get("input_file_id", ""), b"").decode() if batch else ""
+        else:
+            return False
+        return "[fault=echo_key]" in held
+
     def _fault_for(self, text: str) -> str | None:
         for kind, count in FAULT.findall(text):
             if kind == "item_malformed":
@@ -302,7 +324,7 @@ class FakeProvider:
                 out[f"x-ratelimit-reset-{name}"] = f"{int(reset_s * 1000)}ms"
         return out
 
-    async def _inference(self, flavour: str, body: dict) -> tuple[int, dict, Any]:
+    async def _inference(self, flavour: str, body: dict, key: str = "") -> tuple[int, dict, Any]:
         self.stats.requests += 1
         self.recent.append(body)
         system, user, bundle = _prompt_of(flavour, body)
@@ -310,6 +332,8 @@ class FakeProvider:
         fault = self._fault_for(user)
         if fault is None and self.config.fault_rate and self._rng.random() < self.config.fault_rate:
             fault = self._rng.choice(self.config.fault_kinds)
+        if fault == "echo_key":  # refused at the door (by a proxy), never admitted
+            return self._echo_key(flavour, key)
         # 429/529 are refused at the door, before the request is admitted (counted)
         if fault in ("429", "529"):
             return self._inject(flavour, fault)
