@@ -19,8 +19,24 @@ def shortest_wins(essay_a: str, essay_b: str) -> dict:
     return {"winner": "A" if len(essay_a) <= len(essay_b) else "B", "confidence": 0.9, "justification": "shorter"}
 
 
+ASSIGNMENTS = []  # what the plug-ins taking `assignment` were given
+
+
 async def async_by_marker(essay_a: str, essay_b: str, assignment: str = "") -> str:
+    ASSIGNMENTS.append(assignment)
     return "A" if _q(essay_a) >= _q(essay_b) else "B"
+
+
+def sync_with_assignment(essay_a: str, essay_b: str, *, assignment: str) -> str:
+    ASSIGNMENTS.append(assignment)
+    return "A" if _q(essay_a) >= _q(essay_b) else "B"
+
+
+SCRIPTED = []  # the next outputs of `scripted`
+
+
+def scripted(essay_a: str, essay_b: str):
+    return SCRIPTED.pop(0)
 
 
 def broken(essay_a: str, essay_b: str) -> str:
