@@ -186,9 +186,15 @@ def _start(n_items: int, initial: Fit | None) -> tuple[np.ndarray, float]:
         elif 0 < prev.shape[0] < n_items:
             # Essays were added since: keep the old ones, start new ones at the prior mean.
             theta[: prev.shape[0]] = prev
-        if np.isfinite(initial.delta):
+        # A start is only a hint: a diverged or corrupt one (NaN, or far outside any logit
+        # scale) would stall Newton, so such entries start at the prior mean instead.
+        theta[~(np.abs(theta) <= _MAX_START)] = 0.0
+        if abs(initial.delta) <= _MAX_START:
             delta = float(initial.delta)
     return theta, delta
+
+
+_MAX_START = 50.0  # logits; no fitted ability comes near this under the prior
 
 
 def fit_bt(

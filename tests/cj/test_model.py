@@ -137,6 +137,23 @@ def test_warm_start_gives_same_answer(rng: np.random.Generator) -> None:
     np.testing.assert_allclose(grown.theta, cold.theta, atol=1e-6)
 
 
+def test_a_corrupt_warm_start_is_ignored_not_followed(rng: np.random.Generator) -> None:
+    """A diverged previous fit (NaN, huge values) must not poison the next one."""
+    import dataclasses
+
+    n = 20
+    pairs = random_pairs(n, 200, rng)
+    won = simulate(rng.normal(0, 2, n), pairs, rng)
+    cold = _fit(n, pairs, won)
+    wild = cold.theta.copy()
+    wild[0], wild[1], wild[2] = np.nan, 1e6, -np.inf
+    for bad in (dataclasses.replace(cold, theta=wild, delta=np.nan), dataclasses.replace(cold, delta=1e6)):
+        warm = _fit(n, pairs, won, initial=bad)
+        assert warm.converged
+        np.testing.assert_allclose(warm.theta, cold.theta, atol=1e-6)
+        assert abs(warm.delta - cold.delta) < 1e-6
+
+
 def test_large_problem_uses_cg_and_matches_dense(rng: np.random.Generator) -> None:
     # above the dense threshold the Newton steps come from conjugate gradients
     n = 400
