@@ -44,6 +44,7 @@ COLLECT_TIMEOUT = timedelta(hours=1)  # also how long essays wait for a batch.op
 # 330 bytes of snapshot and 2.7 kB of memory each.
 TOMBSTONE_TTL = timedelta(days=7)
 MAX_EARLY_ESSAYS = 10_000
+LARGE_BATCH = 2_000  # essays; above this a refit costs more than 0.15 s (see _refit_every)
 DEFAULT_PRIOR_SD = 2.0  # fit_bt's prior sd for essays; the grading divides it out of fitted anchors
 # Errors the judge already retried but that may pass on a fresh attempt.
 REISSUE_KINDS = frozenset(
@@ -498,9 +499,13 @@ class BatchMachine:
         return self._counts
 
     def _refit_every(self, n_valid: int) -> int:
-        """Refit on every judgement early on, then every few: a 1,000-essay fit costs ms."""
+        """Refit on every judgement early on, then every few: a 1,000-essay fit costs ms.
+        Above LARGE_BATCH essays a fit costs 0.15-8 s of the worker (the SEs' n^3
+        factorisation), so it waits for at least n/10 new judgements: early fits of a
+        large batch, during its coverage floor, would block the worker for minutes."""
         n = len(self.essays)
-        return max(1, min(n // 4, n_valid // 25))
+        every = max(1, min(n // 4, n_valid // 25))
+        return max(every, n // 10) if n > LARGE_BATCH else every
 
     def fit(self, fresh: bool = True) -> Fit | None:
         """The BT fit over the first `fit_n` valid judgements, advanced to all of them when

@@ -566,3 +566,13 @@ def test_one_passing_error_does_not_hide_a_judge_that_never_works():
     m.handle(answer(first[1], **bad_key), T0)
     twin = BatchMachine.restore(pickle.loads(pickle.dumps(m.snapshot())))
     assert twin._n_lasting == m._n_lasting == 1 and twin._n_error == m._n_error == 2
+
+
+def test_large_batches_refit_at_most_every_tenth_of_their_size():
+    """A 5,000-essay fit takes over a second; refitting on each early judgement would
+    block the worker for minutes while the batch is still filling its coverage floor."""
+    small, large = BatchMachine("s"), BatchMachine("l")
+    small.essays = [None] * 30  # only the count matters here
+    large.essays = [None] * 5_000
+    assert [small._refit_every(k) for k in (0, 24, 100, 10_000)] == [1, 1, 4, 7]
+    assert [large._refit_every(k) for k in (0, 12_500, 100_000)] == [500, 500, 1_250]
