@@ -119,9 +119,16 @@ def publish(settings: Settings, topic: str, events: list) -> None:
     """Produce events keyed by batch id and wait until the broker has them all."""
     from confluent_kafka import Producer
 
-    producer = Producer(
-        {"bootstrap.servers": settings.kafka_brokers, "enable.idempotence": True, **settings.kafka_add_config()}
-    )
+    # The client's own log lines (a "Connection refused" every few ms while the broker is
+    # away) are kept, not printed: the failure is reported once, with the last of them.
+    said = _ClientLog()
+    client_log = logging.getLogger("cjflow.submit.kafka")
+    client_log.propagate = False
+    client_log.handlers[:] = [said]
+    producer = Producer({
+        "bootstrap.servers": settings.kafka_brokers, "enable.idempotence": True,
+        **settings.kafka_add_config(), "logger": client_log,
+    })
     errors: list[str] = []
 
     def _cb(err, _msg) -> None:  # type: ignore[no-untyped-def]
@@ -133,7 +140,19 @@ def publish(settings: Settings, topic: str, events: list) -> None:
         producer.poll(0)
     remaining = producer.flush(60)
     if remaining or errors:
-        raise InputError(f"could not publish {remaining or len(errors)} events to {topic}: {errors[:1]}")
+        why = f"; the client said: {said.last}" if said.last else ""
+        raise InputError(f"could not publish {remaining or len(errors)} events to {topic}: {errors[:1]}{why}")
+
+
+class _ClientLog(logging.Handler):
+    """Keeps the Kafka client's last warning or error line."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.last: str | None = None
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.last = record.getMessage()[:300]
 
 
 def cmd_submit(args: argparse.Namespace) -> int:

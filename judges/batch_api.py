@@ -278,7 +278,7 @@ class BatchApiJudge:
             LLM_PROVIDER_BATCHES.labels(self.provider, self.model, exc.kind.value).inc()
             for _, _, fut in prompts.values():
                 if not fut.done():
-                    fut.set_exception(ProviderError(exc.kind, exc.detail, exc.retry_after, status=exc.status))
+                    fut.set_exception(ProviderError(exc.kind, self._scrub(exc.detail), exc.retry_after, status=exc.status))
             return
         except Exception as exc:  # noqa: BLE001
             for _, _, fut in prompts.values():
@@ -296,7 +296,9 @@ class BatchApiJudge:
                     ProviderError(ErrorKind.SERVER_ERROR, "no result for this request in the provider batch")
                 )
             elif isinstance(result, ProviderError):
-                fut.set_exception(result)
+                said = self._scrub(result.detail)
+                fut.set_exception(result if said == result.detail else ProviderError(
+                    result.kind, said, result.retry_after, status=result.status))
             else:
                 try:
                     fut.set_result(self.inner.judgement_from(request, result, prompt, latency))

@@ -61,11 +61,6 @@ def test_submit_to_an_unreachable_broker_fails_with_one_line(tmp_path):
     assert took < 15, f"took {took:.1f} s"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="known defect: flows/kafka_cli.py's Producer leaves librdkafka's logging on stderr, "
-    "so the one-line error comes after a connection-refused line every 50 ms",
-)
 def test_submit_to_an_unreachable_broker_prints_nothing_but_its_error(tmp_path):
     out, _ = _submit_to_nowhere(tmp_path)
     assert out.returncode == 2

@@ -69,11 +69,6 @@ def test_a_batch_error_that_echoes_the_key_is_scrubbed_in_the_logs(fake, provide
     _assert_no_key([], caplog.records)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="known bug: judges/batch_api.py hands a polling error's detail to the group's requests "
-    "unscrubbed (the backends' map_error output), so the key reaches Judgement.error_detail",
-)
 @pytest.mark.parametrize("provider", PROVIDERS)
 def test_a_batch_error_that_echoes_the_key_is_scrubbed_in_the_judgements(fake, provider, caplog):
     results = _batch_with_echo(fake, provider, caplog)
