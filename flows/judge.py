@@ -28,6 +28,7 @@ PLUGINS_SETTING = "CJFLOW_JUDGE_PLUGINS"
 # each one gets its own judge, rate limiter and metric series (label `model`), so the set
 # must stay small whatever the requests say.
 MAX_MODELS_PER_PROVIDER = 8
+MAX_FAILURES = 1_000  # judges that could not be built, remembered so as not to rebuild each time
 
 
 class JudgePool:
@@ -62,16 +63,31 @@ class JudgePool:
         raise JudgeBuildError(f"unknown judge {name!r}: use {', '.join(BUILTIN)} or a plug-in in {PLUGINS_SETTING}")
 
     def _check_room(self, key: tuple[str, str | None]) -> None:
-        """Refuses a new model once the provider has MAX_MODELS_PER_PROVIDER of them here."""
-        if key[1] is None:
+        """Refuses a new model once the provider has MAX_MODELS_PER_PROVIDER others here.
+        The deployment's default model (`CJFLOW_<P>_MODEL`) is always served, so requests
+        naming made-up models cannot lock it out."""
+        if key[1] is None or key == judge_key(key[0]):
             return
-        models = sorted(m for p, m in self._judges if p == key[0] and m is not None)
-        if len(models) >= MAX_MODELS_PER_PROVIDER:
+        default = judge_key(key[0])
+        others = [k for k in self._judges if k[0] == key[0] and k[1] is not None and k != default]
+        if len(others) >= MAX_MODELS_PER_PROVIDER:
             raise JudgeBuildError(
-                f"too many {key[0]} models: this judge worker already calls {len(models)} "
-                f"({', '.join(models)}), at most {MAX_MODELS_PER_PROVIDER}; each gets its own "
-                "rate limiter and metrics, so batches should use one of them"
+                f"too many {key[0]} models: this judge worker already calls {len(others)} besides "
+                f"its default {default[1]}, at most {MAX_MODELS_PER_PROVIDER} (each gets its own "
+                "rate limiter and metric series); use one of those"
             )
+
+    def _remember_failure(self, spec: tuple[str, str | None], cause: str) -> None:
+        """Failures are remembered for `retry_s`; expired ones are dropped, and at most
+        MAX_FAILURES are kept (oldest dropped first), whatever names requests invent."""
+        now = self._clock()
+        self._failed.pop(spec, None)
+        self._failed[spec] = (now + self._retry_s, cause)
+        if len(self._failed) > MAX_FAILURES:
+            for old in [k for k, (until, _) in self._failed.items() if until <= now]:
+                del self._failed[old]
+            while len(self._failed) > MAX_FAILURES:
+                del self._failed[next(iter(self._failed))]
 
     def __call__(self, request: ComparisonRequested) -> Judge:
         spec = (request.judge_provider, request.judge_model)
@@ -91,7 +107,7 @@ class JudgePool:
                 judge = self._judges[key] if key in self._judges else build_judge(*spec)
             except Exception as exc:  # noqa: BLE001 - any build failure is the request's error, not the flow's
                 cause = build_cause(exc)
-                self._failed[spec] = (self._clock() + self._retry_s, cause)
+                self._remember_failure(spec, cause)
                 log.warning("cannot build judge %s: %s", judge_spec(request), cause)
                 raise JudgeBuildError(cause) from None
             self._failed.pop(spec, None)

@@ -409,6 +409,8 @@ class BatchMachine:
         if valid_per_essay.shape[0] == 0 or int(valid_per_essay.min()) < rule.min_per_essay:
             return False
         k, n = self.fit_n, stale.theta.shape[0]
+        if len(self.valid_order) - k < self._forecast_wait(stale, rule):
+            return False
         f = np.asarray(self._vf[k:], dtype=np.int64)
         s = np.asarray(self._vs[k:], dtype=np.int64)
         p = 1.0 / (1.0 + np.exp(-(stale.theta[f] - stale.theta[s] + stale.delta)))
@@ -422,6 +424,23 @@ class BatchMachine:
             if spread <= 0 or not (spread - float(np.mean(var))) / spread >= rule.min_ssr - 0.01:
                 return False
         return True
+
+    def _forecast_wait(self, fit: Fit, rule: StopRule) -> int:
+        """New judgements to wait for after `fit` before forecasting again: half of what the
+        target still needs at the usual 1 / judgements rate of variance, and no more than the
+        scheduled refit. Without it a fit just short of the target would be refitted on every
+        judgement (a function of the history only, so a restored batch waits the same)."""
+        k = self.fit_n
+        mse = float(np.mean(fit.se**2))
+        short = 1.0
+        if rule.max_mean_se is not None and rule.max_mean_se > 0:
+            short = max(short, float(np.mean(fit.se)) ** 2 / rule.max_mean_se**2)
+        if rule.min_ssr is not None:
+            spread = float(np.var(fit.theta))
+            allowed = (1.0 - rule.min_ssr) * spread
+            short = max(short, mse / allowed if allowed > 0 else np.inf)
+        wait = 0.5 * k * (short - 1.0)
+        return int(min(wait, self._refit_every(k))) if np.isfinite(wait) else self._refit_every(k)
 
     def _never_worked(self) -> bool:
         """Nothing has worked and two windows in flight (at least 8 comparisons) failed for
@@ -659,8 +678,9 @@ class BatchMachine:
         out: list[Outbound] = [result]
         if usage:
             out.append(ResourceUsage(event_id=ResourceUsage.id_for(self.batch_id), usage=usage, **base))  # type: ignore[arg-type]
-        # the tombstone only counts strays
+        # the tombstone only counts strays (the open, with its assignment, is not kept either)
         self.result_sent = True
+        self.opened = None
         self.essays, self.comps, self._fit, self._issued = [], [], None, None
         self.valid_order, self._vf, self._vs, self._vw, self._counts = [], [], [], [], None
         return out
@@ -757,6 +777,7 @@ class BatchMachine:
             if not (isinstance(correlation, str) and 0 < len(correlation) <= 200):
                 correlation = None
             m.last_error = error
+            m._event_at = _saved_time(snap)  # not the restart's: a replay repeats the result
             out.append(m._bare_failure(error, now, correlation, None))
         return m, out
 
@@ -833,6 +854,19 @@ class BatchMachine:
         m.stop = snap["stop"]
         m.result_sent = m.phase == "done"
         return m
+
+
+def _saved_time(snap: dict) -> datetime | None:
+    """The latest time an unreadable snapshot still tells (its last judgement, else when
+    the batch was seen to open), if any can be read."""
+    for key in ("last_at", "opened_at"):
+        try:
+            at = datetime.fromisoformat(snap[key])
+        except (KeyError, TypeError, ValueError):
+            continue
+        if at.tzinfo is not None:
+            return at
+    return None
 
 
 def _finite(x: float) -> float | None:

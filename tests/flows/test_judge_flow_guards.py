@@ -153,17 +153,40 @@ def test_the_models_one_worker_calls_are_bounded(monkeypatch):
     from flows.judge import MAX_MODELS_PER_PROVIDER
 
     monkeypatch.setenv("ANTHROPIC_API_KEY", TEST_KEY)
+    monkeypatch.delenv("CJFLOW_ANTHROPIC_MODEL", raising=False)
     pool = JudgePool()
     built = [pool(request(i, judge_provider="anthropic", judge_model=f"made-up-{i}"))
              for i in range(MAX_MODELS_PER_PROVIDER)]
     try:
         with pytest.raises(flows.judge.JudgeBuildError, match="too many anthropic models"):
             pool(request(99, judge_provider="anthropic", judge_model="one-more"))
-        # the models already called keep working, and other providers have their own room
+        # the models already called keep working, the deployment's default model is always
+        # served, and other providers have their own room
         assert pool(request(100, judge_provider="anthropic", judge_model="made-up-0")) is built[0]
+        default = pool(request(102, judge_provider="anthropic"))
+        built.append(default)
+        assert default.model == "claude-haiku-4-5"
         assert pool(request(101, judge_provider="offline")) is not None
     finally:
         close(*built)
+
+
+def test_failed_builds_are_remembered_within_a_bound():
+    """Every refused name is remembered (so it is not rebuilt per request), but not forever:
+    names a publisher invents must not grow the pool's memory without end."""
+    from flows.judge import MAX_FAILURES
+
+    now = [0.0]
+    pool = JudgePool(retry_s=30.0, clock=lambda: now[0])
+    for i in range(MAX_FAILURES + 50):
+        with pytest.raises(flows.judge.JudgeBuildError):
+            pool(request(i, judge_provider=f"nope-{i}"))
+    assert len(pool._failed) == MAX_FAILURES
+    assert ("nope-0", None) not in pool._failed and (f"nope-{MAX_FAILURES + 49}", None) in pool._failed
+    now[0] = 31.0  # all expired: the next failure clears them
+    with pytest.raises(flows.judge.JudgeBuildError):
+        pool(request(0, judge_provider="nope-again"))
+    assert list(pool._failed) == [("nope-again", None)]
 
 
 # --- 3. expired requests are not called ---------------------------------------------------------

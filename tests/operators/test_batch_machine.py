@@ -576,3 +576,49 @@ def test_large_batches_refit_at_most_every_tenth_of_their_size():
     large.essays = [None] * 5_000
     assert [small._refit_every(k) for k in (0, 24, 100, 10_000)] == [1, 1, 4, 7]
     assert [large._refit_every(k) for k in (0, 12_500, 100_000)] == [500, 500, 1_250]
+
+
+def test_a_fit_just_short_of_the_target_is_not_refitted_on_every_judgement(monkeypatch):
+    """After a forecast-triggered fresh fit misses the target narrowly, the next forecasts
+    wait for part of what is still needed, so the fits near the end thin out by halves."""
+    import operators.batch_machine as bm
+
+    fits_at: list[int] = []
+    real = bm.fit_bt
+    m = BatchMachine("f")
+
+    def counted(*args, **kw):
+        fits_at.append(len(m.valid_order))
+        return real(*args, **kw)
+
+    monkeypatch.setattr(bm, "fit_bt", counted)
+    n, rng = 200, np.random.default_rng(5)
+    truth = rng.normal(0, 1.5, n)
+    s = BatchSettings(in_flight=8, budget=100 * n, max_mean_se=0.6, min_per_essay=6)
+    out = m.handle(BatchOpened.create("f", n, settings=s, occurred_at=T0), T0)
+    for i in range(n):
+        out += m.handle(EssaySubmitted.create("f", f"e{i}", f"essay {i}", occurred_at=T0), T0)
+    pending, result = requests(out), None
+    while pending and result is None:
+        req = pending.pop(0)
+        a, b = int(req.essay_a.essay_id[1:]), int(req.essay_b.essay_id[1:])
+        won = rng.random() < 1 / (1 + np.exp(-(truth[a] - truth[b])))
+        new = m.handle(answer(req, winner="A" if won else "B"), T0)
+        pending += requests(new)
+        result = next((e for e in new if isinstance(e, AssessmentResult)), None)
+    assert result is not None and result.stop_reason == "precision_met"
+    last = result.comparisons_valid
+    near_end = [k for k in fits_at if k > last - 300]
+    assert len(near_end) <= 20, near_end
+    every_judgement = sum(1 for x, y in zip(near_end, near_end[1:]) if y - x <= 1)
+    assert every_judgement <= 5, near_end
+
+
+def test_a_finished_batch_keeps_nothing_of_its_open_event():
+    """A tombstone lives 7 days: the assignment (up to 20,000 characters) must not."""
+    m, out = open_batch(n=6, budget=20)
+    run_to_end(m, out)
+    assert m.phase == "done" and m.opened is None and m.essays == [] and m.comps == []
+    assert m.handle(BatchOpened.create("b1", 6, occurred_at=T0), T0) == [] and m.duplicates == 1
+    (dead,) = m.handle(EssaySubmitted.create("b1", "late", "text", occurred_at=T0), T0)
+    assert dead.reason == "essay for a finished batch"

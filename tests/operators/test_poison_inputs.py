@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import base64
 import json
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 import pytest
 from bytewax.operators import StatefulLogic
@@ -184,6 +184,10 @@ def test_a_snapshot_an_older_version_wrote_that_this_one_cannot_read_ends_its_ba
     assert "saved state could not be read" in (result.last_error or "")
     assert logic.machine.phase == "done" and logic.snapshot()["phase"] == "done"
     assert list(logic.on_notify()[0]) == []  # once
+    # a replay (crash before the next snapshot) repeats the same result, not a restart-time one
+    (again,) = [r for r in AssessLogic(snap).on_notify()[0] if isinstance(r, AssessmentResult)]
+    assert again.to_json() == result.to_json()
+    assert result.occurred_at == datetime.fromisoformat(snap["opened_at"])
 
 
 def test_unreadable_early_essays_are_dead_lettered_with_their_bytes():
