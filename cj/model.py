@@ -194,7 +194,9 @@ def _start(n_items: int, initial: Fit | None) -> tuple[np.ndarray, float]:
     return theta, delta
 
 
-_MAX_START = 50.0  # logits; no fitted ability comes near this under the prior
+# Logits. Banked anchor values reach 50 (the schema's bound), so essays on such a scale can
+# lie beyond it; a start past this is a diverged or corrupt fit, not a scale.
+_MAX_START = 1_000.0
 
 
 def fit_bt(

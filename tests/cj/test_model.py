@@ -152,6 +152,10 @@ def test_a_corrupt_warm_start_is_ignored_not_followed(rng: np.random.Generator) 
         assert warm.converged
         np.testing.assert_allclose(warm.theta, cold.theta, atol=1e-6)
         assert abs(warm.delta - cold.delta) < 1e-6
+    # abilities past 50 are legitimate on a bank's scale (values up to 50): kept as a start
+    shifted = _fit(n, pairs, won, prior_mean=np.full(n, 60.0))
+    again = _fit(n, pairs, won, prior_mean=np.full(n, 60.0), initial=shifted)
+    assert shifted.theta.min() > 50 and again.iterations <= 2
 
 
 def test_large_problem_uses_cg_and_matches_dense(rng: np.random.Generator) -> None:

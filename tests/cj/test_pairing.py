@@ -210,3 +210,10 @@ def test_property_rules_hold_to_exhaustion(n: int, k: int, repeats: int, seed: i
     for pair in set(_unordered(issued)):
         uses = [p for p in issued if frozenset(p) == pair]
         assert all(uses[i] == uses[i - 1][::-1] for i in range(1, len(uses)))
+
+
+def test_large_batch_picks_score_a_bounded_number_of_pairs() -> None:
+    """Rows scored per pick shrink above 1,000 essays, so a pick at 10,000 stays ~ms."""
+    from cj.pairing import _FAST_ROWS, _fast_rows
+
+    assert [_fast_rows(n) for n in (151, 1_000, 2_000, 10_000, 100_000)] == [_FAST_ROWS, 32, 16, 4, 4]
