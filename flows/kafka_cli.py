@@ -122,7 +122,8 @@ def publish(settings: Settings, topic: str, events: list) -> None:
     # The client's own log lines (a "Connection refused" every few ms while the broker is
     # away) are kept, not printed: the failure is reported once, with the last of them.
     said = _ClientLog()
-    client_log = logging.Logger("cjflow.submit.kafka")  # this call's own: not in the global tree
+    # this call's own logger, outside the global tree: concurrent calls keep their own lines
+    client_log = logging.Logger("cjflow.submit.kafka")  # noqa: LOG001
     client_log.addHandler(said)
     producer = Producer({
         "bootstrap.servers": settings.kafka_brokers, "enable.idempotence": True,

@@ -41,7 +41,7 @@ SNAPSHOT_VERSION = 1
 COLLECT_TIMEOUT = timedelta(hours=1)  # also how long essays wait for a batch.opened that never comes
 # How long a finished batch is remembered: late judgements count as strays, and its id
 # stays finished (a re-sent batch.opened is a duplicate, not a second paid run). About
-# 330 bytes of snapshot and 2.7 kB of memory each.
+# 400 bytes of snapshot and 2.7 kB of memory each.
 TOMBSTONE_TTL = timedelta(days=7)
 MAX_EARLY_ESSAYS = 10_000
 LARGE_BATCH = 2_000  # essays; above this a refit costs more than 0.15 s (see _refit_every)

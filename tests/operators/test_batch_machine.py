@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import itertools
 import pickle
 from datetime import UTC, datetime, timedelta
 
@@ -428,7 +429,7 @@ def test_a_result_decided_by_a_timer_is_the_same_whenever_the_timer_fires():
     assert on_time.duration_s == 3600
 
     def every_attempt_times_out(late: timedelta) -> AssessmentResult:
-        m, out = open_batch(n=3, budget=3, in_flight=3, max_attempts=1, comparison_timeout_s=60)
+        m, _ = open_batch(n=3, budget=3, in_flight=3, max_attempts=1, comparison_timeout_s=60)
         results: list[AssessmentResult] = []
         while m.phase != "done":
             results += [e for e in m.on_timer(m.next_timer() + late) if isinstance(e, AssessmentResult)]
@@ -469,7 +470,7 @@ def test_the_result_goes_out_on_the_deciding_judgement_not_at_the_next_refit():
         won = np.array([w for *_, w in log])
         rule = StopRule(budget=100 * n, max_mean_se=0.6, min_per_essay=6)
 
-        def met(k: int) -> bool:
+        def met(k: int, arr=arr, won=won, rule=rule, n=n) -> bool:
             counts = np.bincount(arr[:k].ravel(), minlength=n)
             return precision_met(rule, counts, fit_bt(n, arr[:k, 0], arr[:k, 1], won[:k]))
 
@@ -610,7 +611,7 @@ def test_a_fit_just_short_of_the_target_is_not_refitted_on_every_judgement(monke
     last = result.comparisons_valid
     near_end = [k for k in fits_at if k > last - 300]
     assert len(near_end) <= 20, near_end
-    every_judgement = sum(1 for x, y in zip(near_end, near_end[1:]) if y - x <= 1)
+    every_judgement = sum(1 for x, y in itertools.pairwise(near_end) if y - x <= 1)
     assert every_judgement <= 5, near_end
 
 
