@@ -176,7 +176,7 @@ def misfit(
     return infit, outfit
 
 
-def _start(n_items: int, initial: Fit | None) -> tuple[np.ndarray, float]:
+def _start(n_items: int, initial: Fit | None, reach: float = 0.0) -> tuple[np.ndarray, float]:
     theta = np.zeros(n_items)
     delta = 0.0
     if initial is not None:
@@ -186,17 +186,17 @@ def _start(n_items: int, initial: Fit | None) -> tuple[np.ndarray, float]:
         elif 0 < prev.shape[0] < n_items:
             # Essays were added since: keep the old ones, start new ones at the prior mean.
             theta[: prev.shape[0]] = prev
-        # A start is only a hint: a diverged or corrupt one (NaN, or far outside any logit
-        # scale) would stall Newton, so such entries start at the prior mean instead.
-        theta[~(np.abs(theta) <= _MAX_START)] = 0.0
+        # A start is only a hint: a diverged or corrupt one (NaN, or far beyond the scale
+        # the priors set) would stall Newton, so such entries start at the prior mean.
+        theta[~(np.abs(theta) <= reach + _MAX_START)] = 0.0
         if abs(initial.delta) <= _MAX_START:
             delta = float(initial.delta)
     return theta, delta
 
 
-# Logits. Banked anchor values reach 50 (the schema's bound), so essays on such a scale can
-# lie beyond it; a start past this is a diverged or corrupt fit, not a scale.
-_MAX_START = 1_000.0
+# Logits beyond the largest prior mean (a bank's scale reaches 50, and its class essays a
+# little past it): a start further out is a diverged or corrupt fit, not a scale.
+_MAX_START = 50.0
 
 
 def fit_bt(
@@ -304,7 +304,7 @@ def fit_bt(
             iterations=0,
             converged=True,
         )
-    theta, delta = _start(n, initial)
+    theta, delta = _start(n, initial, 0.0 if mean is None else float(np.abs(mean).max()))
     x = np.concatenate((theta, (delta,))) if use_delta else theta
     if n + (1 if use_delta else 0) <= _DENSE_MAX_DIM:
         return _fit_dense(n, f, s, y, prec, dprec, use_delta, x, tol, max_iter, mean, pc, pc_total)

@@ -103,7 +103,6 @@ class JudgePool:
                 key = judge_key(*spec)
                 if key not in self._judges:
                     self._check_room(key)
-                self._keys[spec] = key
                 judge = self._judges[key] if key in self._judges else build_judge(*spec)
             except Exception as exc:  # noqa: BLE001 - any build failure is the request's error, not the flow's
                 cause = build_cause(exc)
@@ -111,6 +110,7 @@ class JudgePool:
                 log.warning("cannot build judge %s: %s", judge_spec(request), cause)
                 raise JudgeBuildError(cause) from None
             self._failed.pop(spec, None)
+            self._keys[spec] = key  # only once built: names that fail leave nothing here
             self._judges[key] = judge
             return judge
 

@@ -616,7 +616,9 @@ class BatchMachine:
                     projections, grading_error = None, str(exc)[:600]
             elif scale is not None:
                 grading_error = "no anchor essays in the batch: grades need anchors of at least 2 grades"
-            order = np.argsort(-fit.theta, kind="stable")
+            # by the score as published (6 decimals), ties by input order: a batch restored
+            # from a snapshot fits by another path and may differ below that
+            order = np.lexsort((np.arange(n), -np.round(fit.theta, 6)))
             rank = np.empty(n, dtype=int)
             rank[order] = np.arange(1, n + 1)
             for i in order:

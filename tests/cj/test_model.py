@@ -146,8 +146,8 @@ def test_a_corrupt_warm_start_is_ignored_not_followed(rng: np.random.Generator) 
     won = simulate(rng.normal(0, 2, n), pairs, rng)
     cold = _fit(n, pairs, won)
     wild = cold.theta.copy()
-    wild[0], wild[1], wild[2] = np.nan, 1e6, -np.inf
-    for bad in (dataclasses.replace(cold, theta=wild, delta=np.nan), dataclasses.replace(cold, delta=1e6)):
+    wild[0], wild[1], wild[2], wild[3] = np.nan, 1e6, -np.inf, 500.0
+    for bad in (dataclasses.replace(cold, theta=wild, delta=np.nan), dataclasses.replace(cold, delta=500.0)):
         warm = _fit(n, pairs, won, initial=bad)
         assert warm.converged
         np.testing.assert_allclose(warm.theta, cold.theta, atol=1e-6)

@@ -187,6 +187,17 @@ def test_failed_builds_are_remembered_within_a_bound():
     with pytest.raises(flows.judge.JudgeBuildError):
         pool(request(0, judge_provider="nope-again"))
     assert list(pool._failed) == [("nope-again", None)]
+    assert pool._keys == {}  # nothing kept for names that never built
+
+
+def test_provider_models_that_fail_to_build_leave_no_trace(monkeypatch):
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    monkeypatch.delenv("OPENAI_API_KEY_FILE", raising=False)
+    pool = JudgePool()
+    for i in range(50):
+        with pytest.raises(flows.judge.JudgeBuildError):
+            pool(request(i, judge_provider="openai", judge_model=f"invented-{i}"))
+    assert pool._keys == {} and pool._judges == {} and len(pool._failed) == 50
 
 
 # --- 3. expired requests are not called ---------------------------------------------------------
