@@ -144,14 +144,7 @@ class _Design:
 
     def partner_uses(self, i: int) -> np.ndarray:
         """(n,) times each essay has been paired with essay i; huge if picked in this call."""
-        f, s = self.first, self.second
-        uses = np.bincount(s[f == i], minlength=self.n) + np.bincount(f[s == i], minlength=self.n)
-        for a, b in self.picked:
-            if a == i:
-                uses[b] = _PICKED
-            elif b == i:
-                uses[a] = _PICKED
-        return uses
+        return self.rows_uses(np.array([i]))[0]
 
     def rows_uses(self, rows: np.ndarray) -> np.ndarray:
         """(len(rows), n): `partner_uses` of each essay in `rows` (distinct), in O(judgements)."""
@@ -255,9 +248,6 @@ class _DenseDesign(_Design):
         self.avail = self.allowed.sum(axis=1)
         self.remaining = int(self.avail.sum()) // 2
 
-    def partner_uses(self, i: int) -> np.ndarray:
-        return np.where(self.blocked[i], _PICKED, self.uses[i])
-
     def rows_uses(self, rows: np.ndarray) -> np.ndarray:
         return np.where(self.blocked[rows], _PICKED, self.uses[rows])
 
@@ -346,9 +336,11 @@ def _beliefs(n: int, fit: Fit | None, count: np.ndarray, pending: np.ndarray | N
     return theta, np.maximum(var, 1e-12)
 
 
-def _expected_w(theta: np.ndarray, var: np.ndarray, i: int) -> np.ndarray:
-    """E[p(1-p)] of essay i against every essay, with theta uncertainty folded in (probit approx)."""
-    d = (theta[i] - theta) / np.sqrt(1.0 + np.pi * (var[i] + var) / 8.0)
+def _expected_w(theta: np.ndarray, var: np.ndarray, i: int | np.ndarray) -> np.ndarray:
+    """E[p(1-p)] of essay i against every essay, with theta uncertainty folded in (probit
+    approx): (n,) for one essay, (len(i), n) for an array of them (a row each)."""
+    ti, vi = (theta[i], var[i]) if np.ndim(i) == 0 else (theta[i, None], var[i, None])
+    d = (ti - theta) / np.sqrt(1.0 + np.pi * (vi + var) / 8.0)
     p = 1.0 / (1.0 + np.exp(-d))
     return p * (1.0 - p)
 
@@ -504,10 +496,7 @@ def _best_fast_pair(
     if not allowed.any():  # bookkeeping says otherwise; never loop on it
         design.avail[idx] = 0
         return None
-    vi = var[idx, None]
-    d = (theta[idx, None] - theta) / np.sqrt(1.0 + np.pi * (vi + var) / 8.0)
-    p = 1.0 / (1.0 + np.exp(-d))
-    gain = _gain(vi, var, p * (1.0 - p))
+    gain = _gain(var[idx, None], var, _expected_w(theta, var, idx))
     flat = _pick_max_masked(gain.ravel(), allowed.ravel(), rng)
     if flat < 0:
         return None

@@ -66,9 +66,9 @@ class JudgePool:
         """Refuses a new model once the provider has MAX_MODELS_PER_PROVIDER others here.
         The deployment's default model (`CJFLOW_<P>_MODEL`) is always served, so requests
         naming made-up models cannot lock it out."""
-        if key[1] is None or key == judge_key(key[0]):
-            return
         default = judge_key(key[0])
+        if key[1] is None or key == default:
+            return
         others = [k for k in self._judges if k[0] == key[0] and k[1] is not None and k != default]
         if len(others) >= MAX_MODELS_PER_PROVIDER:
             raise JudgeBuildError(

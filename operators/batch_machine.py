@@ -431,14 +431,12 @@ class BatchMachine:
         scheduled refit. Without it a fit just short of the target would be refitted on every
         judgement (a function of the history only, so a restored batch waits the same)."""
         k = self.fit_n
-        mse = float(np.mean(fit.se**2))
         short = 1.0
         if rule.max_mean_se is not None and rule.max_mean_se > 0:
             short = max(short, float(np.mean(fit.se)) ** 2 / rule.max_mean_se**2)
         if rule.min_ssr is not None:
-            spread = float(np.var(fit.theta))
-            allowed = (1.0 - rule.min_ssr) * spread
-            short = max(short, mse / allowed if allowed > 0 else np.inf)
+            allowed = (1.0 - rule.min_ssr) * float(np.var(fit.theta))
+            short = max(short, float(np.mean(fit.se**2)) / allowed if allowed > 0 else np.inf)
         wait = 0.5 * k * (short - 1.0)
         return int(min(wait, self._refit_every(k))) if np.isfinite(wait) else self._refit_every(k)
 
