@@ -12,6 +12,7 @@ Judgement"; Wright & Masters (1982) for infit/outfit mean squares.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -93,21 +94,33 @@ def _check_data(
     if f.size:
         if f.dtype.kind not in "iu" or s.dtype.kind not in "iu":
             raise ValueError("first and second must be integer index arrays")
-        lo = min(int(f.min()), int(s.min()))
-        hi = max(int(f.max()), int(s.max()))
+        # As unsigned, a negative index is huge: one reduction per array checks both ends.
+        if f.dtype == s.dtype == np.int64 and max(int(f.view(np.uint64).max()), int(s.view(np.uint64).max())) < n_items:
+            lo, hi = 0, 0
+        else:
+            lo = min(int(f.min()), int(s.min()))
+            hi = max(int(f.max()), int(s.max()))
         if lo < 0 or hi >= n_items:
             raise ValueError(f"essay index out of range [0, {n_items}): found {lo if lo < 0 else hi}")
         if (f == s).any():
             raise ValueError("an essay cannot be compared with itself")
-    if y.dtype.kind != "b" and y.size:
-        # 0/1 numbers are accepted; NaN (silently NaN abilities) or 2.0 are not outcomes.
-        if y.dtype.kind not in "iuf" or not np.all((y == 0) | (y == 1)):
-            raise ValueError("first_won must hold booleans (or 0/1)")
+    # 0/1 numbers are accepted; NaN (silently NaN abilities) or 2.0 are not outcomes.
+    if y.dtype.kind != "b" and y.size and (y.dtype.kind not in "iuf" or not np.all((y == 0) | (y == 1))):
+        raise ValueError("first_won must hold booleans (or 0/1)")
     return f.astype(np.intp, copy=False), s.astype(np.intp, copy=False), y.astype(float)
 
 
 def _precision(sd: float | np.ndarray, name: str) -> float | np.ndarray:
     """1 / sd^2, checked: sd finite and > 0, and its precision finite (not 1e-300)."""
+    # Fast paths (the same IEEE operations as below, without NumPy's per-call overhead):
+    # within (1e-150, 1e150) sd^2 and 1/sd^2 are finite and normal, so nothing to check.
+    if type(sd) is float or type(sd) is np.float64 or (type(sd) is int and 0 < sd < _SD_HI):
+        v = float(sd)
+        if _SD_LO < v < _SD_HI:
+            return 1.0 / (v * v)
+    elif type(sd) is np.ndarray and sd.dtype == np.float64 and sd.size and _SD_LO < sd.min() and sd.max() < _SD_HI:
+        prec = 1.0 / sd**2
+        return float(prec) if prec.ndim == 0 else prec
     arr = np.asarray(sd, dtype=float)
     if np.all(arr > 0) and np.all(np.isfinite(arr)):
         with np.errstate(over="ignore", divide="ignore", under="ignore"):
@@ -115,6 +128,10 @@ def _precision(sd: float | np.ndarray, name: str) -> float | np.ndarray:
         if np.all(np.isfinite(prec)):
             return float(prec) if prec.ndim == 0 else prec
     raise ValueError(f"{name} must be finite and > 0 (and not so small that 1/{name}^2 overflows)")
+
+
+# sd bounds of `_precision`'s fast paths (sd^2 and 1/sd^2 finite and normal inside).
+_SD_LO, _SD_HI = 1e-150, 1e150
 
 
 def comparison_counts(n_items: int, first: np.ndarray, second: np.ndarray, first_won: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -144,7 +161,7 @@ def scale_separation_reliability(theta: np.ndarray, se: np.ndarray) -> float:
         return 0.0
     d = t - t.sum() / t.size
     var = float(d @ d) / t.size
-    if not np.isfinite(var) or var <= 1e-12:
+    if not math.isfinite(var) or var <= 1e-12:
         return 0.0
     ssr = (var - float(e @ e) / e.size) / var
     return float(min(1.0, max(0.0, ssr)))
@@ -188,7 +205,9 @@ def _start(n_items: int, initial: Fit | None, reach: float = 0.0) -> tuple[np.nd
             theta[: prev.shape[0]] = prev
         # A start is only a hint: a diverged or corrupt one (NaN, or far beyond the scale
         # the priors set) would stall Newton, so such entries start at the prior mean.
-        theta[~(np.abs(theta) <= reach + _MAX_START)] = 0.0
+        lim = reach + _MAX_START
+        if theta.shape[0] and not np.abs(theta).max() <= lim:  # NaN fails the test too
+            theta[~(np.abs(theta) <= lim)] = 0.0
         if abs(initial.delta) <= _MAX_START:
             delta = float(initial.delta)
     return theta, delta
@@ -257,7 +276,8 @@ def fit_bt(
     """
     f, s, y = _check_data(n_items, first, second, first_won)
     n = n_items
-    sd = np.broadcast_to(np.asarray(prior_sd, dtype=float), (n,)) if np.ndim(prior_sd) else None
+    scalar_sd = type(prior_sd) is float or type(prior_sd) is int or not np.ndim(prior_sd)
+    sd = None if scalar_sd else np.broadcast_to(np.asarray(prior_sd, dtype=float), (n,))
     prec: float | np.ndarray = _precision(prior_sd if sd is None else sd, "prior_sd")
     dprec = float(_precision(delta_prior_sd, "delta_prior_sd"))
     mean = None
@@ -582,13 +602,17 @@ def _fit_dense(
             eta += x[n]
         p = _expit(eta)
         grad = np.bincount(gidx, weights=(gsign * (p - y)).ravel(), minlength=dim)
-        grad += prior * (x - centre)
+        grad += prior * (x - centre) if mean is not None else prior * x  # x - 0.0 is x
         if pcf is not None:
             grad -= pcf * (float(pcf @ x) / pc_sum)
         return eta, p, grad
 
+    last_w: list[np.ndarray] = []  # p(1 - p) of the last factored iterate, for the misfit
+
     def factor(p: np.ndarray) -> np.ndarray | None:
-        h = np.bincount(hidx, weights=(hsign * (p * (1.0 - p))).ravel(), minlength=hsize)
+        w = p * (1.0 - p)
+        last_w[:] = (w,)
+        h = np.bincount(hidx, weights=(hsign * w).ravel(), minlength=hsize)
         h[diag] += prior
         if pcf is not None:
             h -= pc_outer
@@ -657,7 +681,8 @@ def _fit_dense(
     if cov_diag is None:
         cov_diag = np.diag(np.linalg.pinv(dense_h(p)))
     # misfit at the same iterate (see `misfit`), in one bincount
-    w = np.maximum(p * (1.0 - p), 1e-12)
+    # p is the last factored iterate's (every accepted step is factored), so its p(1 - p) is at hand
+    w = np.maximum(last_w[0], 1e-12)
     sq = (y != 0) - p
     sq *= sq
     stats = np.empty((3, 2, m))
@@ -667,12 +692,16 @@ def _fit_dense(
     sums = np.bincount((ends[:2] + _STAT_OFFSETS * n).ravel(), weights=stats.ravel(), minlength=3 * n)
     cnt = np.bincount(gidx[: 2 * m], minlength=n)
     none = cnt == 0
-    outfit = sums[:n] / np.maximum(cnt, 1)
     sum_w = sums[2 * n :]
-    infit = sums[n : 2 * n] / np.where(sum_w > 0, sum_w, 1.0)
     if none.any():
+        outfit = sums[:n] / np.maximum(cnt, 1)
+        infit = sums[n : 2 * n] / np.where(sum_w > 0, sum_w, 1.0)
         outfit[none] = np.nan
         infit[none] = np.nan
+    else:
+        # every essay has a judgement, so cnt >= 1 and sum_w >= 1e-12: the guards above are no-ops
+        outfit = sums[:n] / cnt
+        infit = sums[n : 2 * n] / sum_w
     return _fit_at(n, x, cov_diag, use_delta, infit, outfit, iterations, converged)
 
 

@@ -81,7 +81,8 @@ def _as_pairs(issued: Sequence[tuple[int, int]] | np.ndarray, n_items: int, what
         m = len(issued)
         arr = np.fromiter(itertools.chain.from_iterable(issued), dtype=np.int64, count=2 * m).reshape(m, 2)
     if arr.shape[0]:
-        if arr.min() < 0 or arr.max() >= n_items:
+        # As unsigned, a negative index is huge: one reduction checks both ends.
+        if int(arr.view(np.uint64).max()) >= n_items:
             raise ValueError(f"{what} holds an essay index outside [0, {n_items})")
         if (arr[:, 0] == arr[:, 1]).any():
             raise ValueError(f"{what} pairs an essay with itself")
@@ -213,10 +214,38 @@ def _components(n: int, f: np.ndarray, s: np.ndarray) -> tuple[int, np.ndarray]:
             np.minimum.at(parent, np.maximum(pf, ps), np.minimum(pf, ps))
             while True:
                 pp = parent[parent]
-                if np.array_equal(pp, parent):
+                if (pp == parent).all():
                     break
                 parent = pp
     return int(np.count_nonzero(parent == np.arange(n))), parent
+
+
+# Up to this many judgements plus essays, components are found by a plain Python union-find
+# (~0.15 us an edge), cheaper than the vectorised one's fixed cost of ~30 us.
+_PY_COMPONENTS_MAX = 200
+
+
+def _components_py(n: int, f: np.ndarray, s: np.ndarray) -> tuple[int, np.ndarray]:
+    """`_components` by a sequential union-find (larger root hooked onto the smaller, so
+    each label is the smallest essay of its component, as there): for small graphs."""
+    parent = list(range(n))
+    for a, b in zip(f.tolist(), s.tolist()):
+        while parent[a] != a:
+            parent[a] = a = parent[parent[a]]
+        while parent[b] != b:
+            parent[b] = b = parent[parent[b]]
+        if a < b:
+            parent[b] = a
+        elif b < a:
+            parent[a] = b
+    n_comp = 0
+    for i in range(n):
+        r = parent[i]
+        if r == i:
+            n_comp += 1
+        else:
+            parent[i] = parent[r]  # parent[r] is final: r < i was settled before i
+    return n_comp, np.array(parent, dtype=np.intp)
 
 
 class _DenseDesign(_Design):
@@ -229,16 +258,23 @@ class _DenseDesign(_Design):
         self.second = s = arr[:, 1]
         self.picked = []
         u = np.bincount(f * n + s, minlength=n * n).reshape(n, n)
-        cf = u.sum(axis=1)
-        cs = u.sum(axis=0)
+        cf = np.bincount(f, minlength=n)  # u's row sums
+        cs = np.bincount(s, minlength=n)  # u's column sums
         self.count = cf + cs
         self.a_minus_b = cf - cs
         self.uses = u + u.T
-        self.uses.flat[:: n + 1] = _NEVER  # an essay is never paired with itself
+        self.uses.reshape(-1)[:: n + 1] = _NEVER  # an essay is never paired with itself
         self.blocked = np.zeros((n, n), dtype=bool)
-        self._set_level()
-        if f.shape[0] >= n - 1 and _reaches_all(self.uses):
+        # `_set_level` with nothing blocked yet
+        self.level = int(self.uses.min())
+        self.allowed = self.uses == self.level
+        self.avail = self.allowed.sum(axis=1)
+        self.remaining = int(self.avail.sum()) // 2
+        # (an essay without comparisons, count 0, is a component of its own)
+        if f.shape[0] >= n - 1 and self.count.all() and _reaches_all(self.uses):
             self.n_comp, self.comp = 1, np.zeros(n, dtype=np.intp)
+        elif f.shape[0] + n <= _PY_COMPONENTS_MAX:
+            self.n_comp, self.comp = _components_py(n, f, s)
         else:
             self.n_comp, self.comp = _components(n, f, s)
 
@@ -250,6 +286,9 @@ class _DenseDesign(_Design):
 
     def rows_uses(self, rows: np.ndarray) -> np.ndarray:
         return np.where(self.blocked[rows], _PICKED, self.uses[rows])
+
+    def partner_uses(self, i: int) -> np.ndarray:
+        return np.where(self.blocked[i], _PICKED, self.uses[i])  # rows_uses of one row
 
     def add(self, a: int, b: int) -> None:
         self.uses[a, b] += 1
@@ -270,11 +309,14 @@ def _reaches_all(uses: np.ndarray) -> bool:
     carries self-loops and the reached set only grows.
     """
     n = uses.shape[0]
-    adj = (uses > 0).astype(np.float64)
+    # Uses as floats: a reached essay has a positive entry (>= 1); capping at 1 after each
+    # hop keeps the entries 0/1, so the products never overflow.
+    adj = uses.astype(np.float64)
     seen = adj[0]
     total = int(np.count_nonzero(seen))
     while total < n:
-        seen = (adj @ seen > 0).astype(np.float64)
+        seen = adj @ seen
+        np.minimum(seen, 1.0, out=seen)
         new_total = int(np.count_nonzero(seen))
         if new_total == total:
             return False
@@ -288,14 +330,14 @@ def _make_design(n: int, arr: np.ndarray, max_repeats: int) -> _Design:
 
 def _pick_min(values: np.ndarray, mask: np.ndarray, rng: np.random.Generator) -> int:
     """Index of the smallest value among mask, ties broken at random."""
-    idx = np.flatnonzero(mask)
+    idx = mask.nonzero()[0]
     v = values[idx]
     best = idx[v == v.min()]
     return int(best[0]) if best.shape[0] == 1 else int(best[rng.integers(best.shape[0])])
 
 
 def _pick_max(values: np.ndarray, mask: np.ndarray, rng: np.random.Generator) -> int:
-    idx = np.flatnonzero(mask)
+    idx = mask.nonzero()[0]
     v = values[idx]
     top = v.max()
     best = idx[v >= top - 1e-12 * max(1.0, abs(top))]
@@ -309,7 +351,7 @@ def _pick_max_masked(values: np.ndarray, mask: np.ndarray, rng: np.random.Genera
     if not mask[j]:
         return -1
     top = float(vm[j])
-    best = np.flatnonzero(vm >= top - 1e-12 * max(1.0, abs(top)))
+    best = (vm >= top - 1e-12 * max(1.0, abs(top))).nonzero()[0]
     return j if best.shape[0] == 1 else int(best[rng.integers(best.shape[0])])
 
 
@@ -321,12 +363,17 @@ def _gain(v_i: float | np.ndarray, v_j: np.ndarray, w: np.ndarray) -> np.ndarray
 def _beliefs(n: int, fit: Fit | None, count: np.ndarray, pending: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
     """Current theta and posterior variance per essay, counting pending comparisons."""
     theta = np.zeros(n)
-    var = 1.0 / (1.0 / _PRIOR_VAR + _W0 * count)
-    if fit is not None and fit.theta.shape[0] > 0:
+    if fit is None or fit.theta.shape[0] == 0:
+        var = 1.0 / (1.0 / _PRIOR_VAR + _W0 * count)
+    else:
         k = min(n, fit.theta.shape[0])
         theta[:k] = fit.theta[:k]
-        var[:k] = np.asarray(fit.se[:k], dtype=float) ** 2
-        var[k:] = _PRIOR_VAR
+        if k == n:
+            var = np.asarray(fit.se[:k], dtype=float) ** 2
+        else:
+            var = np.empty(n)
+            var[:k] = np.asarray(fit.se[:k], dtype=float) ** 2
+            var[k:] = _PRIOR_VAR
         if pending is not None and pending.shape[0]:
             # Judgements on their way will add information the fit has not seen yet.
             p = 1.0 / (1.0 + np.exp(-(theta[pending[:, 0]] - theta[pending[:, 1]])))
@@ -431,8 +478,10 @@ def _next_pair(
     rng: np.random.Generator,
     plan: _RankDesign | None = None,
 ) -> tuple[int, int] | None:
-    can = design.avail > 0
     count = design.count
+    if design.n_comp == 1 and plan is not None and count.min() >= min_per_essay:
+        return plan.best_pair(design, rng)  # no essay below the coverage floor (see below)
+    can = design.avail > 0
     if design.n_comp > 1:
         # Join components: least-compared essay, least-compared partner elsewhere.
         i = _pick_min(count, can, rng)
@@ -487,7 +536,7 @@ def _best_fast_pair(
     partner is the pair's, so an essay whose variance stays large because it is far from
     everyone (w ~ 0) loses to closer pairs instead of meeting every essay in turn.
     """
-    idx = np.flatnonzero(can)
+    idx = can.nonzero()[0]
     rows = _fast_rows(design.n)
     if idx.shape[0] > rows:
         idx = idx[np.argpartition(var[idx], -rows)[-rows:]]
@@ -528,25 +577,25 @@ class _RankDesign:
             h += 1.0
             np.divide(0.5, h, out=h)
             h *= design.uses
-            h.flat[:: n + 1] = 0.0
+            h.reshape(-1)[:: n + 1] = 0.0
         else:
             f, s = design._all_pairs()
             w = 0.5 / (1.0 + np.cosh(theta[f] - theta[s]))
             h = np.bincount(f * n + s, weights=w, minlength=n * n).reshape(n, n).astype(np.float64, copy=False)
             h = h + h.T
         hm = -h
-        hm.flat[:: n + 1] = h.sum(axis=1) + 1.0 / _PRIOR_VAR
+        hm.reshape(-1)[:: n + 1] = h.sum(axis=1) + 1.0 / _PRIOR_VAR
         self.cov = _spd_inverse(hm)
         centred = theta - theta.sum() / n
         spread = math.sqrt(float(centred @ centred) / n)
         bw = max(0.1, _DENSITY_BANDWIDTH * spread) if spread > 0 else 1.0
         dens = np.exp((diff * diff) * (-0.5 / (bw * bw))).sum(axis=1)
-        self.weight = (dens / dens.mean()) ** 2
+        self.weight = (dens / (dens.sum() / n)) ** 2  # dens.mean(), without its Python wrapper
         self.b = self.cov @ (self.weight[:, None] * self.cov)
 
     def _gains(self, rows: np.ndarray | slice) -> np.ndarray:
         c, b = self.cov, self.b
-        dc, db = np.diagonal(c), np.diagonal(b)
+        dc, db = c.diagonal(), b.diagonal()
         if isinstance(rows, slice) and rows == slice(None):
             dci, dbi, cr, br, diff = dc[:, None], db[:, None], c, b, self.diff
         else:
@@ -590,7 +639,10 @@ class _RankDesign:
                 uses[a, b] = uses[b, a] = _PICKED
             allowed = uses == design.level
             np.fill_diagonal(allowed, False)
-        mask = next((m for m in (allowed & m for m in among or (True,)) if m.any()), None)
+        if among:
+            mask = next((m for m in (allowed & m for m in among) if m.any()), None)
+        else:
+            mask = allowed if allowed.any() else None
         if mask is None:
             return None
         g = self._gains(slice(None))
@@ -603,8 +655,8 @@ class _RankDesign:
     def add(self, a: int, b: int) -> None:
         """Fold a picked comparison into the covariance (rank-1 update)."""
         c = self.cov
-        x_var = float(c[a, a] + c[b, b] - 2.0 * c[a, b])
-        z = float(self.diff[a, b]) / math.sqrt(1.0 + math.pi * max(x_var, 0.0) / 8.0)
+        x_var = c.item(a, a) + c.item(b, b) - 2.0 * c.item(a, b)  # Python floats: the same IEEE ops
+        z = self.diff.item(a, b) / math.sqrt(1.0 + math.pi * max(x_var, 0.0) / 8.0)
         w = 0.5 / (1.0 + math.cosh(z)) if abs(z) < 700.0 else 0.0
         u = c[:, a] - c[:, b]
         k = w / (1.0 + w * x_var)
@@ -613,10 +665,11 @@ class _RankDesign:
         #    = b - k (u g2' + g2 u') with g2 = g - k (u'Du) u / 2
         g2 = c @ mu
         g2 -= (0.5 * k * float(u @ mu)) * u
-        upd = np.multiply.outer(k * u, g2)
+        ku = k * u
+        upd = np.multiply.outer(ku, g2)
         self.b -= upd
         self.b -= upd.T
-        self.cov = c - np.multiply.outer(k * u, u)
+        c -= np.multiply.outer(ku, u)  # c is self.cov, updated in place
 
 
 def _spd_inverse(hm: np.ndarray) -> np.ndarray:
@@ -626,7 +679,8 @@ def _spd_inverse(hm: np.ndarray) -> np.ndarray:
         ci, info = _potri(c, lower=1, overwrite_c=1)
         if info == 0:
             inv = ci + ci.T
-            inv.flat[:: inv.shape[0] + 1] *= 0.5
+            d = inv.reshape(-1)[:: inv.shape[0] + 1]
+            d *= 0.5
             return inv
     return np.linalg.inv(hm)
 
