@@ -16,6 +16,10 @@ from schemas import AssessmentResult, ComparisonRequested, DeadLetter, Judgement
 from telemetry import metrics as m
 
 _log = logging.getLogger(__name__)
+# The labelled counters bumped per judgement and per request, looked up once (`labels()`
+# returns the same child every time; it takes a lock and checks the values on each call).
+_RECEIVED = {True: m.JUDGEMENTS_RECEIVED.labels("valid"), False: m.JUDGEMENTS_RECEIVED.labels("error")}
+_REQUESTED = {True: m.COMPARISONS_REQUESTED.labels("new"), False: m.COMPARISONS_REQUESTED.labels("retry")}
 
 
 class AssessLogic(StatefulLogic[Inbound, Outbound, dict]):
@@ -45,7 +49,7 @@ class AssessLogic(StatefulLogic[Inbound, Outbound, dict]):
             mc.batch_id = value.batch_id
         strays, dups = mc.strays, mc.duplicates
         if isinstance(value, Judgement):
-            m.JUDGEMENTS_RECEIVED.labels("valid" if value.is_valid else "error").inc()
+            _RECEIVED[value.is_valid].inc()
         now = utc_now()
         try:
             out = mc.handle(value, now)
@@ -110,7 +114,7 @@ class AssessLogic(StatefulLogic[Inbound, Outbound, dict]):
     def _observe(self, out: list[Outbound]) -> list[Outbound]:
         for ev in out:
             if isinstance(ev, ComparisonRequested):
-                m.COMPARISONS_REQUESTED.labels("new" if ev.attempt == 1 else "retry").inc()
+                _REQUESTED[ev.attempt == 1].inc()
             elif isinstance(ev, DeadLetter):
                 m.DEAD_LETTERS.labels(reason_label(ev.reason)).inc()
             elif isinstance(ev, AssessmentResult):

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Union
 
@@ -83,6 +83,14 @@ class Essay:
     anchor_grade: str | None
     anchor_value: float | None = None  # banked scale value of an anchor, and its SE
     anchor_value_se: float | None = None
+    _presented: PresentedEssay | None = field(default=None, init=False, repr=False, compare=False)
+
+    def presented(self) -> PresentedEssay:
+        """The essay as a request shows it, built (and validated) on first use: every
+        request pairing it shares the one frozen object rather than validating a copy."""
+        if self._presented is None:
+            self._presented = PresentedEssay(essay_id=self.essay_id, text=self.text)
+        return self._presented
 
 
 @dataclass
@@ -104,6 +112,60 @@ class Comparison:
     def lasting(self) -> bool:
         """Failed for a reason that does not pass (a bad key, a broken judge), not an outage."""
         return self.failed_kind is not None and self.failed_kind not in TRANSIENT_KINDS
+
+
+@dataclass(frozen=True)
+class _Fixed:
+    """What a batch's open fixes for its whole run, derived once rather than per judgement
+    (the machine keeps it for as long as `opened` is the event it was derived from)."""
+
+    opened: BatchOpened
+    rule: StopRule
+    timeout: timedelta  # per attempt
+    request: dict[str, object]  # the fields every comparison request of the batch shares
+
+    @classmethod
+    def of(cls, opened: BatchOpened) -> _Fixed:
+        s = opened.settings
+        rule = StopRule(
+            budget=s.budget, max_mean_se=s.max_mean_se, min_ssr=s.min_ssr,
+            min_per_essay=s.min_per_essay, max_repeats=s.max_repeats,
+        )
+        request = {
+            "correlation_id": opened.correlation_id, "assignment": opened.assignment, "rubric_id": s.rubric_id,
+            "judge_provider": s.judge_provider, "judge_model": s.judge_model, "temperature": s.temperature,
+        }
+        return cls(opened, rule, timedelta(seconds=s.comparison_timeout_s), request)
+
+
+class _ValidColumns:
+    """The valid comparisons as numpy columns (first, second, first_won), in answer order.
+
+    Only ever appended to (grown by doubling), so the rows below `n` never change: a fit
+    reads them as views instead of converting whole Python lists on every refit. The views
+    are read-only, so no reader can change the history behind the machine's back."""
+
+    def __init__(self) -> None:
+        self.n = 0
+        self._first = np.empty(16, dtype=np.int64)
+        self._second = np.empty(16, dtype=np.int64)
+        self._won = np.empty(16, dtype=bool)
+
+    def append(self, first: int, second: int, won: bool) -> None:
+        if self.n == self._first.shape[0]:  # full: copy into twice the room (old views keep the old rows)
+            self._first = np.concatenate([self._first, np.empty_like(self._first)])
+            self._second = np.concatenate([self._second, np.empty_like(self._second)])
+            self._won = np.concatenate([self._won, np.empty_like(self._won)])
+        self._first[self.n], self._second[self.n], self._won[self.n] = first, second, won
+        self.n += 1
+
+    def rows(self, start: int = 0, stop: int | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(first, second, first_won) of rows [start, stop) (stop: all), as read-only views."""
+        stop = self.n if stop is None else min(stop, self.n)
+        views = (self._first[start:stop], self._second[start:stop], self._won[start:stop])
+        for v in views:
+            v.flags.writeable = False
+        return views
 
 
 def comparison_id(batch_id: str, seq: int) -> str:
@@ -151,11 +213,19 @@ class BatchMachine:
         self._n_error = 0
         self._n_lasting = 0  # of them, failed for a reason that does not pass (a bad key, a broken judge)
         self._issued: list[tuple[int, int]] | None = None  # pairs asked (not errored), derived
-        # valid comparisons as columns, in answer order, and per-essay counts: derived
-        self._vf: list[int] = []
-        self._vs: list[int] = []
-        self._vw: list[bool] = []
+        # Derived, rebuilt on restore, kept as judgements arrive so no judgement rescans the
+        # batch: valid comparisons as columns, in answer order; valid comparisons per essay,
+        # and how many essays have fewer than min_per_essay of them; the seqs of the
+        # comparisons in flight, ascending (the timer and the pairing's pending pairs).
+        self._valid = _ValidColumns()
         self._counts: np.ndarray | None = None
+        self._short = 0  # set with _counts
+        self._flying: dict[int, None] = {}
+        # Derived caches: what the open fixes (see _Fixed), the error cap for a number of
+        # essays, and the fit's priors for the essays list (by identity) and its length.
+        self._fixed_cache: _Fixed | None = None
+        self._cap: tuple[_Fixed, int, int] | None = None
+        self._priors_cache: tuple[list[Essay], int, dict[str, np.ndarray]] | None = None
 
     # ---- inputs -------------------------------------------------------------------------
     def handle(self, event: Inbound, now: datetime) -> list[Outbound]:
@@ -193,7 +263,7 @@ class BatchMachine:
 
     def next_timer(self) -> datetime | None:
         if self.phase == "comparing":
-            pending = [c.deadline for c in self.comps if c.state == FLIGHT]
+            pending = [self.comps[seq].deadline for seq in self._flying]
             return datetime.fromtimestamp(min(pending), UTC) if pending else None
         if self.phase == "collecting" and self.opened_at:
             return self.opened_at + COLLECT_TIMEOUT
@@ -312,6 +382,7 @@ class BatchMachine:
         if j.is_valid:
             c.state, c.first_won = VALID, j.winner == "A"
             self._in_flight -= 1
+            del self._flying[seq]
             self._record_valid(seq, c)
         else:
             kind = j.error_kind or ErrorKind.JUDGE_ERROR
@@ -333,6 +404,7 @@ class BatchMachine:
             c.attempt += 1
             return [self._request(seq, c, now)]
         c.state = ERROR
+        del self._flying[seq]
         # A pair the judge refuses or rejects counts as asked, or an essay it always refuses
         # would be paired again and again (it has the widest posterior) until the budget is
         # gone; any other failure may be asked again.
@@ -371,6 +443,7 @@ class BatchMachine:
                 seq = len(self.comps)
                 c = Comparison(int(a), int(b), 1, 0.0)
                 self.comps.append(c)
+                self._flying[seq] = None
                 self._issued.append((c.first, c.second))
                 out.append(self._request(seq, c, now))
                 in_flight += 1
@@ -379,10 +452,11 @@ class BatchMachine:
             return out + self._finish("too_many_errors", now)
         valid_per_essay = self._valid_per_essay()
         stale = self._current_fit()
-        reason = stop_reason(self._rule(), n, valid_per_essay, n_valid, stale, pairs_left)
-        if self.fit_n != n_valid and (reason is not None or self._may_be_precise(stale, valid_per_essay)):
+        rule = self._rule()
+        reason = stop_reason(rule, n, valid_per_essay, n_valid, stale, pairs_left)
+        if self.fit_n != n_valid and (reason is not None or self._may_be_precise(stale)):
             # confirm a stop on a fresh fit, and look for one the stale fit cannot see yet
-            reason = stop_reason(self._rule(), n, valid_per_essay, n_valid, self.fit(fresh=True), pairs_left)
+            reason = stop_reason(rule, n, valid_per_essay, n_valid, self.fit(fresh=True), pairs_left)
         if reason is None and in_flight == 0:
             reason = "no_informative_pairs"  # nothing in flight and nothing left to ask
         if reason is not None:
@@ -393,12 +467,12 @@ class BatchMachine:
         """Pairs asked but not in the fit in use (in flight, or answered since the fit):
         the pairing counts their information, so it does not keep picking one uncertain
         essay while its judgements are on their way."""
-        flight = [(c.first, c.second) for c in self.comps if c.state == FLIGHT]
-        k = self.fit_n
-        fresh = np.column_stack([np.asarray(self._vf[k:], dtype=np.int64), np.asarray(self._vs[k:], dtype=np.int64)])
-        return np.concatenate([np.asarray(flight, dtype=np.int64).reshape(-1, 2), fresh.reshape(-1, 2)])
+        flight = [(self.comps[seq].first, self.comps[seq].second) for seq in self._flying]  # in seq order
+        first, second, _ = self._valid.rows(self.fit_n)
+        fresh = np.column_stack([first, second])
+        return np.concatenate([np.asarray(flight, dtype=np.int64).reshape(-1, 2), fresh])
 
-    def _may_be_precise(self, stale: Fit | None, valid_per_essay: np.ndarray) -> bool:
+    def _may_be_precise(self, stale: Fit | None) -> bool:
         """Whether the judgements since the stale fit may have met the precision target:
         its SEs shrunk by their expected information (a cheap forecast), with a small margin.
         Only then is a fresh fit worth its cost, and the result goes out on the deciding
@@ -406,13 +480,13 @@ class BatchMachine:
         rule = self._rule()
         if stale is None or (rule.max_mean_se is None and rule.min_ssr is None):
             return False
-        if valid_per_essay.shape[0] == 0 or int(valid_per_essay.min()) < rule.min_per_essay:
+        # every essay has min_per_essay valid comparisons (the counts' minimum, kept as a tally)
+        if self._valid_per_essay().shape[0] == 0 or self._short > 0:
             return False
         k, n = self.fit_n, stale.theta.shape[0]
         if len(self.valid_order) - k < self._forecast_wait(stale, rule):
             return False
-        f = np.asarray(self._vf[k:], dtype=np.int64)
-        s = np.asarray(self._vs[k:], dtype=np.int64)
+        f, s, _ = self._valid.rows(k)
         p = 1.0 / (1.0 + np.exp(-(stale.theta[f] - stale.theta[s] + stale.delta)))
         w = p * (1.0 - p)
         info = np.bincount(f, weights=w, minlength=n) + np.bincount(s, weights=w, minlength=n)
@@ -454,65 +528,59 @@ class BatchMachine:
         """Comparisons that may fail for good (after every retry) before the batch gives up:
         as many as it would ever need to succeed (its completion target, at least two windows
         in flight), within the budget."""
-        assert self.opened is not None
-        s = self.opened.settings
-        target = completion_target(n, self._rule()) if n >= 2 else 0
-        return max(1, min(s.budget, max(target, 2 * s.in_flight)))
+        fixed = self._fixed()
+        if self._cap is None or self._cap[0] is not fixed or self._cap[1] != n:  # n is fixed once comparing
+            s = fixed.opened.settings
+            target = completion_target(n, fixed.rule) if n >= 2 else 0
+            self._cap = (fixed, n, max(1, min(s.budget, max(target, 2 * s.in_flight))))
+        return self._cap[2]
 
     def _request(self, seq: int, c: Comparison, now: datetime) -> ComparisonRequested:
-        assert self.opened is not None
-        s = self.opened.settings
-        deadline = now + timedelta(seconds=s.comparison_timeout_s)
+        fixed = self._fixed()
+        deadline = now + fixed.timeout
         c.deadline = deadline.timestamp()
-        a, b = self.essays[c.first], self.essays[c.second]
         return ComparisonRequested.create(
             self.batch_id,
             comparison_id(self.batch_id, seq),
             c.attempt,
-            correlation_id=self.opened.correlation_id,
-            essay_a=PresentedEssay(essay_id=a.essay_id, text=a.text),
-            essay_b=PresentedEssay(essay_id=b.essay_id, text=b.text),
-            assignment=self.opened.assignment,
-            rubric_id=s.rubric_id,
-            judge_provider=s.judge_provider,
-            judge_model=s.judge_model,
-            temperature=s.temperature,
+            essay_a=self.essays[c.first].presented(),
+            essay_b=self.essays[c.second].presented(),
             deadline=deadline,
             occurred_at=now,
+            **fixed.request,
         )
 
     # ---- model ------------------------------------------------------------------------------
-    def _rule(self) -> StopRule:
+    def _fixed(self) -> _Fixed:
+        """What the open fixes (see `_Fixed`), derived again only for another open."""
         assert self.opened is not None
-        s = self.opened.settings
-        return StopRule(
-            budget=s.budget, max_mean_se=s.max_mean_se, min_ssr=s.min_ssr,
-            min_per_essay=s.min_per_essay, max_repeats=s.max_repeats,
-        )
+        if self._fixed_cache is None or self._fixed_cache.opened is not self.opened:
+            self._fixed_cache = _Fixed.of(self.opened)
+        return self._fixed_cache
+
+    def _rule(self) -> StopRule:
+        return self._fixed().rule
 
     def _record_valid(self, seq: int, c: Comparison) -> None:
         self.valid_order.append(seq)
-        self._vf.append(c.first)
-        self._vs.append(c.second)
-        self._vw.append(c.first_won)
+        self._valid.append(c.first, c.second, c.first_won)
         if self._counts is not None:
-            self._counts[c.first] += 1
-            self._counts[c.second] += 1
+            need = self._rule().min_per_essay
+            for i in (c.first, c.second):
+                self._counts[i] += 1
+                self._short -= int(self._counts[i] == need)  # i just reached min_per_essay
 
     def _valid_arrays(self, upto: int | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """(first, second, first_won) of the valid comparisons in the order answered."""
-        k = len(self._vf) if upto is None else upto
-        return (
-            np.array(self._vf[:k], dtype=np.int64),
-            np.array(self._vs[:k], dtype=np.int64),
-            np.array(self._vw[:k], dtype=bool),
-        )
+        """(first, second, first_won) of the valid comparisons in the order answered
+        (read-only views)."""
+        return self._valid.rows(0, upto)
 
     def _valid_per_essay(self) -> np.ndarray:
         if self._counts is None:
             first, second, _ = self._valid_arrays()
             n = len(self.essays)
             self._counts = np.bincount(first, minlength=n) + np.bincount(second, minlength=n)
+            self._short = int(np.count_nonzero(self._counts < self._rule().min_per_essay))
         return self._counts
 
     def _refit_every(self, n_valid: int) -> int:
@@ -550,15 +618,22 @@ class BatchMachine:
         value within its SE, which puts the batch on the bank's scale, and the other essays
         keep the usual prior around their own cohort's mean, fitted with them (a class's
         mean is not the bank's)."""
+        cached = self._priors_cache  # essays are only appended to (or replaced), never edited
+        if cached is not None and cached[0] is self.essays and cached[1] == len(self.essays):
+            return cached[2]
         banked = np.array([e.anchor_value is not None for e in self.essays], dtype=bool)
-        if not banked.any():
-            return {}
-        mean = np.zeros(len(self.essays))
-        sd = np.full(len(self.essays), DEFAULT_PRIOR_SD)
-        for i in np.flatnonzero(banked):
-            e = self.essays[i]
-            mean[i], sd[i] = e.anchor_value, e.anchor_value_se
-        return {"prior_mean": mean, "prior_sd": sd, "cohort": ~banked}
+        priors: dict[str, np.ndarray] = {}
+        if banked.any():
+            mean = np.zeros(len(self.essays))
+            sd = np.full(len(self.essays), DEFAULT_PRIOR_SD)
+            for i in np.flatnonzero(banked):
+                e = self.essays[i]
+                mean[i], sd[i] = e.anchor_value, e.anchor_value_se
+            priors = {"prior_mean": mean, "prior_sd": sd, "cohort": ~banked}
+            for v in priors.values():
+                v.flags.writeable = False  # handed to every fit: no fit may change them
+        self._priors_cache = (self.essays, len(self.essays), priors)
+        return priors
 
     # ---- result -----------------------------------------------------------------------------
     def _finish(self, reason: str, now: datetime) -> list[Outbound]:
@@ -682,7 +757,7 @@ class BatchMachine:
         self.result_sent = True
         self.opened = None
         self.essays, self.comps, self._fit, self._issued = [], [], None, None
-        self.valid_order, self._vf, self._vs, self._vw, self._counts = [], [], [], [], None
+        self.valid_order, self._valid, self._counts, self._flying = [], _ValidColumns(), None, {}
         return out
 
     def _usage_list(self) -> list[ModelUsage]:
@@ -698,8 +773,12 @@ class BatchMachine:
     def _add_usage(self, j: Judgement) -> None:
         u = self.usage.setdefault((j.provider, j.model), [0, 0, 0, 0, 0, 0.0])
         t = j.tokens
-        for i, v in enumerate((1, t.input, t.output, t.cache_read, t.cache_write, j.cost_usd)):
-            u[i] += v
+        u[0] += 1
+        u[1] += t.input
+        u[2] += t.output
+        u[3] += t.cache_read
+        u[4] += t.cache_write
+        u[5] += j.cost_usd
 
     def _scale(self, opened: BatchOpened | None) -> GradeScale | None:
         spec = opened.grade_scale if opened else None
@@ -731,7 +810,7 @@ class BatchMachine:
         try:
             done = self._finish("internal_error", now)
         except Exception:  # noqa: BLE001 - the state itself is broken: report what cannot fail
-            self.essays, self.comps, self._fit, self._issued = [], [], None, None
+            self.essays, self.comps, self._fit, self._issued, self._flying = [], [], None, None, {}
             done = [self._bare_failure(error, now, self.opened.correlation_id, self.opened.callback_topic)]
         return out + done
 
@@ -843,7 +922,8 @@ class BatchMachine:
         for seq in snap["order"]:
             m._record_valid(seq, m.comps[seq])
         m.fit_n = snap["fit_n"]
-        m._in_flight = sum(1 for c in m.comps if c.state == FLIGHT)
+        m._flying = dict.fromkeys(seq for seq, c in enumerate(m.comps) if c.state == FLIGHT)
+        m._in_flight = len(m._flying)
         m._n_error = sum(1 for c in m.comps if c.state == ERROR)
         m._n_lasting = sum(1 for c in m.comps if c.lasting)
         m.errors_by_kind = Counter(snap["errors"])
