@@ -756,9 +756,16 @@ class BatchMachine:
         # the tombstone only counts strays (the open, with its assignment, is not kept either)
         self.result_sent = True
         self.opened = None
+        self._drop_working_state()
+        return out
+
+    def _drop_working_state(self) -> None:
+        """Forget what only a running batch needs, derived caches included: the caches hold
+        the essays (texts) and the open event (its assignment), which a 7-day tombstone must
+        not keep in memory."""
         self.essays, self.comps, self._fit, self._issued = [], [], None, None
         self.valid_order, self._valid, self._counts, self._flying = [], _ValidColumns(), None, {}
-        return out
+        self._fixed_cache = self._cap = self._priors_cache = None
 
     def _usage_list(self) -> list[ModelUsage]:
         return [
@@ -810,7 +817,7 @@ class BatchMachine:
         try:
             done = self._finish("internal_error", now)
         except Exception:  # noqa: BLE001 - the state itself is broken: report what cannot fail
-            self.essays, self.comps, self._fit, self._issued, self._flying = [], [], None, None, {}
+            self._drop_working_state()
             done = [self._bare_failure(error, now, self.opened.correlation_id, self.opened.callback_topic)]
         return out + done
 

@@ -615,6 +615,20 @@ def test_a_fit_just_short_of_the_target_is_not_refitted_on_every_judgement(monke
     assert every_judgement <= 5, near_end
 
 
+def test_a_finished_batch_keeps_no_texts_in_memory():
+    """The tombstone in memory (not only its snapshot) drops the essays and the assignment,
+    derived caches included: a worker holds a week of tombstones."""
+    m = BatchMachine("b1")
+    s = BatchSettings(in_flight=4, budget=20)
+    out = m.handle(BatchOpened.create("b1", 6, settings=s, assignment="a" * 15_000, occurred_at=T0), T0)
+    for i in range(6):
+        out += m.handle(EssaySubmitted.create("b1", f"e{i}", f"essay {i} [q={i}] " + "x" * 5_000), T0)
+    assert len(pickle.dumps(vars(m))) > 30_000  # while running it holds them
+    run_to_end(m, out)
+    assert m.phase == "done"
+    assert len(pickle.dumps(vars(m))) < 5_000
+
+
 def test_a_finished_batch_keeps_nothing_of_its_open_event():
     """A tombstone lives 7 days: the assignment (up to 20,000 characters) must not."""
     m, out = open_batch(n=6, budget=20)
