@@ -367,6 +367,9 @@ def _beliefs(n: int, fit: Fit | None, count: np.ndarray, pending: np.ndarray | N
         var = 1.0 / (1.0 / _PRIOR_VAR + _W0 * count)
     else:
         k = min(n, fit.theta.shape[0])
+        if not (np.isfinite(fit.theta[:k]).all() and np.isfinite(fit.se[:k]).all()):
+            # a clear error rather than numpy's "high <= 0" from a tie-break over NaN gains
+            raise ValueError("fit holds non-finite abilities or SEs: pass a fit from fit_bt")
         theta[:k] = fit.theta[:k]
         if k == n:
             var = np.asarray(fit.se[:k], dtype=float) ** 2

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import dataclasses
 import time
 
 import numpy as np
@@ -217,3 +218,15 @@ def test_large_batch_picks_score_a_bounded_number_of_pairs() -> None:
     from cj.pairing import _FAST_ROWS, _fast_rows
 
     assert [_fast_rows(n) for n in (151, 1_000, 2_000, 10_000, 100_000)] == [_FAST_ROWS, 32, 16, 4, 4]
+
+
+@pytest.mark.parametrize("field", ["theta", "se"])
+def test_a_fit_with_non_finite_values_is_a_clear_error(field: str) -> None:
+    f = np.array([0, 1, 2, 3, 0, 2])
+    s = np.array([1, 2, 3, 4, 4, 4])
+    fit = fit_bt(5, f, s, np.array([True, False, True, True, False, True]))
+    bad = getattr(fit, field).copy()
+    bad[2] = np.nan
+    broken = dataclasses.replace(fit, **{field: bad})
+    with pytest.raises(ValueError, match="non-finite"):
+        select_pairs(5, 3, list(zip(f.tolist(), s.tolist())), fit=broken, rng=np.random.default_rng(0), min_per_essay=0)
