@@ -27,6 +27,21 @@ def results_by_batch(cluster: FlowCluster, n: int, timeout: float = 240) -> dict
     return out
 
 
+def where_stalled(cluster: FlowCluster, events: list, results: dict) -> str:
+    """For batches without a result: what each topic holds of them (requests asked,
+    judgements answered, the last few), so a failure says where a batch stopped."""
+    missing = sorted({e.batch_id for e in events} - set(results))
+    lines = [f"no result for {missing}"]
+    for topic in (cluster.topics.comparison_requests, cluster.topics.comparison_results):
+        seen: dict[str, list] = {b: [] for b in missing}
+        for msg in cluster.read(topic, until=10**9, timeout=5, distinct=False):
+            d = json.loads(msg.value)
+            if d.get("batch_id") in seen:
+                seen[d["batch_id"]].append((msg.partition, d.get("comparison_id"), d.get("attempt"), d.get("winner")))
+        lines += [f"{topic} {b}: {len(v)} messages, last {v[-4:]}" for b, v in seen.items()]
+    return "\n".join(lines)
+
+
 def check_results(events: list, results: dict[str, list[AssessmentResult]], n_batches: int) -> None:
     assert len(results) == n_batches, f"{len(results)} of {n_batches} batches finished"
     truth = {(e.batch_id, e.essay_id): ability(e.text) for e in events if isinstance(e, EssaySubmitted)}
@@ -53,6 +68,7 @@ def test_batches_complete_through_kafka(kafka_broker, tmp_path, workers, process
         cluster.publish(cluster.topics.requests, events)
         results = results_by_batch(cluster, 20)
         assert cluster.alive(), cluster.logs()
+        assert len(results) == 20, where_stalled(cluster, events, results)
     finally:
         cluster.stop()
     check_results(events, results, 20)
